@@ -1,0 +1,245 @@
+"""RabbitMQ consumer on aio-pika's robust connection (shared/design.md §3, §7).
+
+Connects with the source's ``detail`` (``user_name``, ``password``, ``vhost_name``,
+``queue_name``) and ``connection.address``; sets the prefetch (``basic.qos``, per consumer);
+consumes with manual acks; declares the queue (durable) only when
+``connection.declare_queue`` is true, otherwise checks that it exists. The robust connection
+reconnects forever after the first success and restores the consumer; deliveries of a closed
+channel are never settled on the new one (the broker redelivers them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+import structlog
+
+from bridge.consumers.acks import ChannelAcker, Fate
+from bridge.consumers.base import DeliveryHandler
+from bridge.errors import ConsumerError
+from bridge.events import InboundMessage
+from bridge.settings import ConnectionSettings, SourceDetail, host_port
+
+log = structlog.get_logger("bridge.consumers.rabbitmq")
+DLX_WARNING = "dead-lettered by the queue's DLX if it has one, otherwise dropped by the broker"
+_PROPS = ("content_type", "content_encoding", "delivery_mode", "priority", "correlation_id",
+          "reply_to", "expiration", "timestamp", "type", "user_id", "app_id")
+
+
+def masked_url(detail: SourceDetail, address: str) -> str:
+    """``amqp://user:***@host:port/vhost``: the broker URL as logs and /status show it."""
+    return f"amqp://{quote(detail.user_name or '', safe='')}:***@{address}/" + quote(
+        detail.vhost_name, safe="")
+
+
+class RabbitDelivery:
+    """One AMQP delivery; settles through its channel's :class:`ChannelAcker`."""
+
+    __slots__ = ("_acker", "_consumer", "_raw", "_tag", "message", "redelivered")
+
+    def __init__(self, consumer: RabbitConsumer, raw: Any, acker: ChannelAcker,
+                 message: InboundMessage) -> None:
+        self._consumer = consumer
+        self._raw = raw
+        self._acker = acker
+        self._tag: int = raw.delivery_tag
+        self.message = message
+        self.redelivered: bool = bool(raw.redelivered)
+
+    def ack(self) -> None:
+        """``basic.ack`` (coalesced with neighbours into ``multiple=true``)."""
+        self._acker.settle(self._tag, Fate.ACK)
+
+    def requeue(self) -> None:
+        """``basic.nack requeue=true``."""
+        self._acker.settle(self._tag, Fate.REQUEUE)
+
+    def dead_letter(self, reason: str, error_code: str) -> None:
+        """Publish to ``connection.dead_letter_exchange`` and ack after the confirm, or
+        ``basic.nack requeue=false`` for the queue's own DLX (design §7)."""
+        self._consumer.dead_letter(self._raw, self._acker, self._tag, reason, error_code)
+
+
+class RabbitConsumer:
+    """Consumes one queue and hands each message to the pipeline.
+
+    Args:
+        detail: the source detail (credentials, vhost, queue).
+        connection: bridge-only settings (address, prefetch, declare_queue, DLX, heartbeat).
+        connection_name: shown in the RabbitMQ management UI.
+    """
+
+    def __init__(self, detail: SourceDetail, connection: ConnectionSettings,
+                 connection_name: str = "eg-bridge") -> None:
+        self._detail = detail
+        self._conn_settings = connection
+        self._name = connection_name
+        self._queue_name = detail.queue_name or ""
+        self._url = masked_url(detail, connection.address)
+        self._connection: Any = None
+        self._channel: Any = None
+        self._dlx_channel: Any = None
+        self._queue: Any = None
+        self._consumer_tag: str | None = None
+        self._handler: DeliveryHandler | None = None
+        self._ackers: dict[int, ChannelAcker] = {}
+        self._dl_tasks: set[asyncio.Task[None]] = set()
+        self._connected = False
+
+    async def start(self, handler: DeliveryHandler) -> None:
+        """Connect, check or declare the queue, set the prefetch, start consuming.
+
+        Raises:
+            ConsumerError: the broker refused or is unreachable, or the queue is missing.
+        """
+        import aio_pika  # noqa: PLC0415 - drivers load lazily (design §2)
+
+        self._handler = handler
+        host, port = host_port(self._conn_settings.address)
+        password = self._detail.password.get_secret_value() if self._detail.password else ""
+        try:
+            self._connection = await aio_pika.connect_robust(
+                host=host, port=port, login=self._detail.user_name or "", password=password,
+                virtualhost=self._detail.vhost_name, heartbeat=self._conn_settings.heartbeat_s,
+                reconnect_interval=self._conn_settings.reconnect_interval_s,
+                client_properties={"connection_name": self._name},
+            )
+        except Exception as exc:
+            raise ConsumerError(
+                f"cannot connect to RabbitMQ at {self._url}: {type(exc).__name__}") from None
+        self._connection.close_callbacks.add(self._on_close)
+        self._connection.reconnect_callbacks.add(self._on_reconnect)
+        try:
+            await self._subscribe()
+        except Exception as exc:
+            await self._connection.close()
+            raise ConsumerError(
+                f"cannot consume queue {self._queue_name!r} at {self._url}: {exc}") from None
+        self._connected = True
+        log.info("consumer attached", queue=self._queue_name, broker=self._url,
+                 prefetch=self._conn_settings.prefetch, consumer_tag=self._consumer_tag)
+
+    async def _subscribe(self) -> None:
+        self._channel = await self._connection.channel(publisher_confirms=False)
+        await self._channel.set_qos(prefetch_count=self._conn_settings.prefetch)
+        if self._conn_settings.declare_queue:
+            self._queue = await self._channel.declare_queue(self._queue_name, durable=True)
+        else:
+            self._queue = await self._channel.declare_queue(self._queue_name, passive=True)
+        if self._conn_settings.dead_letter_exchange:
+            self._dlx_channel = await self._connection.channel(publisher_confirms=True)
+        self._consumer_tag = await self._queue.consume(self._on_message, no_ack=False)
+
+    def _on_close(self, _sender: Any, exc: BaseException | None = None) -> None:
+        if self._connected:
+            log.warning("broker connection lost", broker=self._url,
+                        error=type(exc).__name__ if exc else None)
+        self._connected = False
+        self._ackers.clear()
+
+    def _on_reconnect(self, _sender: Any) -> None:
+        self._connected = True
+        log.info("broker reconnected, consumer restored", broker=self._url,
+                 queue=self._queue_name)
+
+    def _acker_for(self, raw: Any) -> ChannelAcker:
+        channel = raw.channel
+        acker = self._ackers.get(id(channel))
+        if acker is None or acker.channel is not channel:
+            self._ackers = {k: a for k, a in self._ackers.items() if a.open}
+            acker = ChannelAcker(channel, hold_limit=max(1, self._conn_settings.prefetch // 2))
+            self._ackers[id(channel)] = acker
+        return acker
+
+    def _on_message(self, raw: Any) -> None:
+        acker = self._acker_for(raw)
+        acker.track(raw.delivery_tag)
+        message = InboundMessage(
+            body=raw.body,
+            received_at=datetime.now(UTC),
+            headers=raw.headers or {},
+            content_type=raw.content_type,
+            message_id=raw.message_id,
+            type=raw.type,
+            subject=raw.routing_key,
+            timestamp=raw.timestamp,
+            identity={
+                "queue": self._queue_name, "exchange": raw.exchange,
+                "routing_key": raw.routing_key,
+                "properties": {p: getattr(raw, p) for p in _PROPS
+                               if getattr(raw, p) is not None},
+            },
+        )
+        assert self._handler is not None
+        self._handler(RabbitDelivery(self, raw, acker, message))
+
+    def dead_letter(self, raw: Any, acker: ChannelAcker, tag: int, reason: str,
+                    error_code: str) -> None:
+        """Route one message to the dead-letter path (see :meth:`RabbitDelivery.dead_letter`)."""
+        if not self._conn_settings.dead_letter_exchange:
+            log.warning(DLX_WARNING, queue=self._queue_name, reason=reason, error_code=error_code)
+            acker.settle(tag, Fate.REJECT)
+            return
+        task = asyncio.create_task(self._publish_dead_letter(raw, acker, tag, reason, error_code))
+        self._dl_tasks.add(task)
+        task.add_done_callback(self._dl_tasks.discard)
+
+    async def _publish_dead_letter(self, raw: Any, acker: ChannelAcker, tag: int, reason: str,
+                                   error_code: str) -> None:
+        import aio_pika  # noqa: PLC0415
+
+        exchange_name = self._conn_settings.dead_letter_exchange
+        headers = dict(raw.headers or {})
+        headers.update({"x-eg-bridge-reason": reason, "x-eg-bridge-error-code": error_code})
+        props = {p: getattr(raw, p) for p in _PROPS if getattr(raw, p) is not None}
+        props["headers"] = headers
+        props["message_id"] = raw.message_id
+        try:
+            exchange = await self._dlx_channel.get_exchange(exchange_name, ensure=False)
+            await exchange.publish(aio_pika.Message(raw.body, **props),
+                                   routing_key=raw.routing_key or "")
+        except Exception as exc:  # noqa: BLE001 - any failure: keep the message, retry later
+            log.error("dead-letter publish failed, message requeued", exchange=exchange_name,
+                      reason=reason, error=type(exc).__name__)
+            acker.settle(tag, Fate.REQUEUE)
+            return
+        log.warning("message published to the dead-letter exchange", exchange=exchange_name,
+                    reason=reason, error_code=error_code)
+        acker.settle(tag, Fate.ACK)
+
+    async def stop_intake(self) -> None:
+        """``basic.cancel``: the broker stops delivering; settlements keep working."""
+        if self._queue is not None and self._consumer_tag is not None:
+            with contextlib.suppress(Exception):
+                await self._queue.cancel(self._consumer_tag)
+            log.info("consumer cancelled", queue=self._queue_name)
+            self._consumer_tag = None
+
+    async def close(self) -> None:
+        """Write pending settlements, then close the connection."""
+        if self._dl_tasks:
+            await asyncio.wait(list(self._dl_tasks), timeout=5)
+        for acker in list(self._ackers.values()):
+            with contextlib.suppress(Exception):
+                await acker.drain()
+        if self._connection is not None:
+            self._connected = False
+            with contextlib.suppress(Exception):
+                await self._connection.close()
+            self._connection = None
+
+    @property
+    def attached(self) -> bool:
+        """A consumer tag on an open channel of an open connection (design §8)."""
+        return (self._connected and self._consumer_tag is not None and self._channel is not None
+                and not self._channel.is_closed)
+
+    def describe(self) -> Mapping[str, Any]:
+        """Status fields: ``type``, ``connected``, ``queue``, ``broker`` (password masked)."""
+        return {"type": "RABBITMQ", "connected": self.attached, "queue": self._queue_name,
+                "broker": self._url}

@@ -1,0 +1,374 @@
+"""Configuration: YAML file, then ``${VAR}`` substitution, then ``EG_BRIDGE_*`` environment
+overrides, validated by pydantic (shared/design.md §3).
+
+``load_settings(path)`` is the one entry point. Every problem found (a bad field, an unset
+variable, an unreadable secret file) is collected into one :class:`~bridge.errors.ConfigError`;
+its text names fields and variables, never a value, so a secret cannot leak through it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from bridge.errors import ConfigError
+
+# EG rules for a custom source name (shared/eg-api.md §3.1): 1-128 chars of [a-z0-9._-],
+# starting with a letter or digit, never starting with "hc." (reserved for cloud services).
+SOURCE_NAME_PATTERN = r"^(?!hc\.)[a-z0-9][a-z0-9._-]{0,127}$"
+CONFIG_ENV = "EG_BRIDGE_CONFIG"
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_HOST_PORT = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[^\s:/@]+):(\d{1,5})$")
+
+
+def _read_secret_file(path: Path) -> SecretStr:
+    """Read a secret from ``path`` (one trailing newline stripped). Raises ValueError."""
+    try:
+        return SecretStr(path.read_text(encoding="utf-8").removesuffix("\n"))
+    except OSError as exc:
+        raise ValueError(f"cannot read secret file {str(path)!r}: {exc.strerror}") from None
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def host_port(value: str) -> tuple[str, int]:
+    """Split ``"host:port"`` (IPv6 in brackets) into (host, port). Raises ValueError."""
+    m = _HOST_PORT.match(value)
+    if not m or not 0 < int(m.group(2)) < 65536:
+        raise ValueError(f"expected host:port, got {value!r}")
+    return m.group(1).strip("[]"), int(m.group(2))
+
+
+def _check_host_port(value: str) -> str:
+    host_port(value)
+    return value
+
+
+class IamAuth(_Model):
+    """IAM password auth scoped to a project (shared/eg-api.md §2.1)."""
+
+    endpoint: str
+    domain: str
+    user: str
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    project: str
+
+    @model_validator(mode="after")
+    def _secret(self) -> Self:
+        if self.password_file is not None:
+            object.__setattr__(self, "password", _read_secret_file(self.password_file))
+        if self.password is None:
+            raise ValueError("password or password_file is required")
+        return self
+
+
+class AkSkAuth(_Model):
+    """AK/SK request signing, SDK-HMAC-SHA256 (shared/eg-api.md §2.2)."""
+
+    access_key: SecretStr
+    secret_key: SecretStr | None = None
+    secret_key_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _secret(self) -> Self:
+        if self.secret_key_file is not None:
+            object.__setattr__(self, "secret_key", _read_secret_file(self.secret_key_file))
+        if self.secret_key is None:
+            raise ValueError("secret_key or secret_key_file is required")
+        return self
+
+
+class AuthSettings(_Model):
+    """Exactly one of ``token``, ``iam``, ``aksk`` or ``none: true``."""
+
+    token: SecretStr | None = None
+    token_file: Path | None = None
+    iam: IamAuth | None = None
+    aksk: AkSkAuth | None = None
+    none: bool | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Self:
+        if self.token_file is not None:
+            object.__setattr__(self, "token", _read_secret_file(self.token_file))
+        chosen = [k for k in ("token", "iam", "aksk") if getattr(self, k) is not None]
+        if self.none:
+            chosen.append("none")
+        if len(chosen) != 1:
+            raise ValueError(
+                f"exactly one of token, iam, aksk, none: true is required (got {chosen or 'none'})"
+            )
+        return self
+
+    @property
+    def mode(self) -> str:
+        """``"token"``, ``"iam"``, ``"aksk"`` or ``"none"``."""
+        for k in ("token", "iam", "aksk"):
+            if getattr(self, k) is not None:
+                return k
+        return "none"
+
+
+class EventGridSettings(_Model):
+    """Where and how to reach EG."""
+
+    endpoint: str = Field(pattern=r"^https?://[^\s/]+(/.*)?$")
+    project_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    auth: AuthSettings
+    request_timeout_s: float = Field(default=10.0, gt=0, le=300)
+
+
+class SourceDetail(BaseModel):
+    """The source's ``detail`` (shared/eg-api.md §3.3): how the bridge connects to the broker.
+
+    RABBITMQ uses ``user_name``, ``password``, ``vhost_name``, ``queue_name``; ROCKETMQ uses
+    ``group``, ``topic``, ``namesrv_address``, ``access_key``, ``secret_key``, ``enable_acl``,
+    ``ssl_enable``. Unknown keys are kept and sent to EG with the rest when ``register_type``
+    is an MQ type.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    instance_id: str = ""
+    user_name: str | None = None
+    password: SecretStr | None = None
+    password_file: Path | None = Field(default=None, exclude=True)
+    vhost_name: str = "/"
+    queue_name: str | None = None
+    group: str | None = None
+    topic: str | None = None
+    namesrv_address: str | None = None
+    access_key: SecretStr | None = None
+    secret_key: SecretStr | None = None
+    secret_key_file: Path | None = Field(default=None, exclude=True)
+    enable_acl: bool = False
+    ssl_enable: bool = False
+
+    @model_validator(mode="after")
+    def _secret_files(self) -> Self:
+        if self.password_file is not None:
+            object.__setattr__(self, "password", _read_secret_file(self.password_file))
+        if self.secret_key_file is not None:
+            object.__setattr__(self, "secret_key", _read_secret_file(self.secret_key_file))
+        return self
+
+
+class ConnectionSettings(_Model):
+    """Bridge-only broker settings that EG does not know (design §3)."""
+
+    address: Annotated[str, Field(description="RabbitMQ host:port")] = "127.0.0.1:5672"
+    prefetch: int = Field(default=200, ge=1, le=65535)
+    declare_queue: bool = False
+    consumer_timeout_s: float = Field(default=1800, gt=0)
+    dead_letter_exchange: str = ""
+    heartbeat_s: int = Field(default=60, ge=0, le=3600)
+    reconnect_interval_s: float = Field(default=2.0, gt=0, le=300)
+    tags: str = "*"
+    threads: int = Field(default=4, ge=1, le=64)
+    properties: list[str] = []
+
+    _address = field_validator("address")(_check_host_port)
+
+
+class SourceSettings(_Model):
+    """The EG custom event source and the broker it is fed from."""
+
+    name: str
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not re.fullmatch(SOURCE_NAME_PATTERN, v):
+            raise ValueError(
+                "must be 1-128 characters of lowercase letters, digits, '.', '_', '-', start "
+                "with a letter or digit and not start with 'hc.' (EG rule, eg-api.md §3.1)"
+            )
+        return v
+
+    description: str = Field(default="", max_length=255)
+    channel_id: str = Field(min_length=1, max_length=64)
+    type: Literal["RABBITMQ", "ROCKETMQ"]
+    register_type: Literal["APPLICATION", "RABBITMQ", "ROCKETMQ"] = "APPLICATION"
+    detail: SourceDetail = SourceDetail()
+    connection: ConnectionSettings = ConnectionSettings()
+
+    @model_validator(mode="after")
+    def _detail_for_type(self) -> Self:
+        d = self.detail
+        need = ("queue_name", "user_name", "password") if self.type == "RABBITMQ" else (
+            "group", "topic", "namesrv_address")
+        missing = [k for k in need if getattr(d, k) in (None, "")]
+        if missing:
+            raise ValueError(f"detail.{', detail.'.join(missing)} required for type {self.type}")
+        return self
+
+
+class RetrySettings(_Model):
+    """Backoff for transient failures: exponential with full jitter (design §7)."""
+
+    initial_backoff_s: float = Field(default=0.2, gt=0)
+    max_backoff_s: float = Field(default=30.0, gt=0)
+
+
+class ForwardingSettings(_Model):
+    """How events are batched and published."""
+
+    event_type: str = Field(default="com.example.message", min_length=1)
+    max_batch_events: int = Field(default=20, ge=1, le=20)  # EG limit, eg-api.md §5
+    linger_ms: float = Field(default=5, ge=0, le=10_000)
+    max_in_flight_batches: int = Field(default=16, ge=1, le=256)
+    retry: RetrySettings = RetrySettings()
+    max_hold_s: float = Field(default=600, gt=0)
+    shutdown_grace_s: float = Field(default=20, ge=0)
+
+
+class StatusSettings(_Model):
+    """The status server (design §8)."""
+
+    listen: str = "127.0.0.1:8081"
+    status_poll_s: float = Field(default=60, gt=0)
+
+    _listen = field_validator("listen")(_check_host_port)
+
+
+class LoggingSettings(_Model):
+    """structlog output: ``auto`` is console on a terminal, JSON otherwise."""
+
+    format: Literal["auto", "json", "console"] = "auto"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _lower(cls, v: object) -> object:
+        return v.lower() if isinstance(v, str) else v
+
+
+class Settings(BaseSettings):
+    """The whole configuration (design §3). Build it with :func:`load_settings`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="EG_BRIDGE_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    eventgrid: EventGridSettings
+    source: SourceSettings
+    forwarding: ForwardingSettings = ForwardingSettings()
+    status: StatusSettings = StatusSettings()
+    logging: LoggingSettings = LoggingSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Environment overrides win over the YAML file (passed as init values)."""
+        return (env_settings, init_settings)
+
+    @model_validator(mode="after")
+    def _hold_below_consumer_timeout(self) -> Self:
+        limit = self.source.connection.consumer_timeout_s
+        if self.source.type == "RABBITMQ" and self.forwarding.max_hold_s >= limit:
+            raise ValueError(
+                "forwarding.max_hold_s must stay below source.connection.consumer_timeout_s "
+                "(the broker closes the channel of a consumer that holds a message longer)"
+            )
+        if self.source.type == "RABBITMQ" and self.eventgrid.request_timeout_s >= limit:
+            raise ValueError(
+                "eventgrid.request_timeout_s must stay below source.connection.consumer_timeout_s"
+            )
+        return self
+
+
+def substitute(value: Any, environ: Mapping[str, str], problems: list[str], path: str = "") -> Any:
+    """Expand ``${VAR}`` and ``${VAR:-default}`` in every string of a parsed YAML tree.
+
+    A value is expanded once and never re-parsed as YAML. An unset variable without a default
+    adds a problem naming the variable and the field (``path``), never a value.
+    """
+    if isinstance(value, dict):
+        return {k: substitute(v, environ, problems, f"{path}.{k}" if path else str(k))
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [substitute(v, environ, problems, f"{path}[{i}]") for i, v in enumerate(value)]
+    if not isinstance(value, str) or "${" not in value:
+        return value
+
+    def repl(m: re.Match[str]) -> str:
+        name, default = m.group(1), m.group(2)
+        if name in environ:
+            return environ[name]
+        if default is not None:
+            return default
+        problems.append(f"{path}: environment variable {name} is not set")
+        return ""
+
+    return _VAR.sub(repl, value)
+
+
+def _format_error(err: Mapping[str, Any]) -> str:
+    loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    return f"{loc}: {msg}"
+
+
+def load_settings(path: str | Path | None = None, environ: Mapping[str, str] | None = None
+                  ) -> Settings:
+    """Load, substitute and validate the configuration.
+
+    Args:
+        path: the YAML file; None means ``$EG_BRIDGE_CONFIG``.
+        environ: variables for ``${VAR}`` (default ``os.environ``). ``EG_BRIDGE_*`` overrides
+            are always read from ``os.environ`` (pydantic-settings).
+
+    Raises:
+        ConfigError: listing every problem (missing file, YAML syntax, unset variables, bad
+            fields), never a secret value.
+    """
+    env = os.environ if environ is None else environ
+    path = path or env.get(CONFIG_ENV)
+    if not path:
+        raise ConfigError([f"no config file: pass -c FILE or set {CONFIG_ENV}"])
+    try:
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError([f"cannot read config file {str(path)!r}: {exc.strerror}"]) from None
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        at = f" at line {where.line + 1}" if where else ""
+        raise ConfigError([f"config file {str(path)!r} is not valid YAML{at}"]) from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError([f"config file {str(path)!r} must hold a mapping at the top level"])
+    problems: list[str] = []
+    data = substitute(raw, env, problems)
+    try:
+        settings = Settings(**data)
+    except ValidationError as exc:
+        problems.extend(_format_error(e) for e in exc.errors(include_input=False))
+        raise ConfigError(problems) from None
+    if problems:
+        raise ConfigError(problems)
+    return settings

@@ -28,8 +28,8 @@ from bridge.backoff import Backoff
 from bridge.batching import Batch, Batcher, Item
 from bridge.consumers.base import Delivery
 from bridge.errors import BridgeError, ConversionError, ErrorKind, EventGridError, TransportError
-from bridge.events import encode_event, to_cloudevent
 from bridge.eventgrid.models import MAX_EVENT_BYTES, PutEventsResult
+from bridge.events import encode_event, to_cloudevent
 from bridge.metrics import Metrics
 
 log = structlog.get_logger("bridge.pipeline")
@@ -95,6 +95,7 @@ class Pipeline:
         self._linger: asyncio.TimerHandle | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.unsettled = 0
+        self._all_settled = asyncio.Event()
         self.fatal_error: BridgeError | None = None
         self.last_error: dict[str, Any] | None = None
         self.last_message_at: datetime | None = None
@@ -274,6 +275,8 @@ class Pipeline:
     def _done(self, item: Item[Delivery]) -> None:
         self.unsettled -= 1
         self._metrics.in_flight.dec()
+        if self.unsettled == 0:
+            self._all_settled.set()
 
     def _dead_letter(self, delivery: Delivery, reason: str, code: str, message: str) -> None:
         self._metrics.dead_lettered.labels(reason).inc()
@@ -317,9 +320,10 @@ class Pipeline:
         batch = self._batcher.flush()
         if batch is not None:
             self._enqueue(batch)
-        deadline = time.monotonic() + timeout_s
-        while self.unsettled > 0 and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
+        if self.unsettled > 0:
+            self._all_settled.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._all_settled.wait(), timeout_s)
         return self.unsettled == 0
 
     async def abort(self) -> int:

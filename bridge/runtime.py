@@ -165,8 +165,6 @@ class Bridge:
         while not self._stop.is_set():
             try:
                 await step()
-                self._error = None
-                return True
             except BridgeError as exc:
                 slow = not (isinstance(exc, EventGridError) and exc.kind is ErrorKind.TRANSIENT)
                 delay = backoff.failure(floor_s=5.0 if slow else 0.0)
@@ -175,6 +173,9 @@ class Bridge:
                           error=str(exc), retry_in_s=round(delay, 2))
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), delay)
+            else:
+                self._error = None
+                return True
         return False
 
     async def _register(self) -> None:
@@ -289,8 +290,8 @@ class Bridge:
                          "last_message_at": self.pipeline.last_message_at.isoformat()
                          if self.pipeline.last_message_at else None},
             "counters": {
-                "messages_received": int(m.messages_received._value.get()),  # noqa: SLF001
-                "events_published": int(m.events_published._value.get()),  # noqa: SLF001
+                "messages_received": int(m.messages_received._value.get()),
+                "events_published": int(m.events_published._value.get()),
             },
             "last_error": last_error,
             "started_at": self.started_at.isoformat(),

@@ -367,7 +367,10 @@ def load_settings(path: str | Path | None = None, environ: Mapping[str, str] | N
     try:
         settings = Settings(**data)
     except ValidationError as exc:
-        problems.extend(_format_error(e) for e in exc.errors(include_input=False))
+        # A field left empty by an unset variable is reported once, as the variable.
+        unset = {p.split(":", 1)[0] for p in problems}
+        problems.extend(_format_error(e) for e in exc.errors(include_input=False)
+                        if ".".join(str(x) for x in e["loc"]) not in unset)
         raise ConfigError(problems) from None
     if problems:
         raise ConfigError(problems)

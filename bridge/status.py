@@ -86,7 +86,7 @@ class StatusServer:
         except OSError:
             await self._runner.cleanup()
             raise
-        server = site._server  # noqa: SLF001 - aiohttp exposes the bound port only here
+        server = site._server
         sockets = getattr(server, "sockets", None) or []
         self.port = sockets[0].getsockname()[1] if sockets else self._port
 

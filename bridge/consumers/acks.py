@@ -104,7 +104,7 @@ class ChannelAcker:
                     await self.channel.basic_ack(tag, multiple=multiple, wait=False)
                 else:
                     await self.channel.basic_nack(tag, requeue=fate is Fate.REQUEUE, wait=False)
-            except Exception as exc:  # noqa: BLE001 - any channel failure means: redelivered
+            except Exception as exc:
                 self.dropped += 1
                 log.debug("settlement not sent; the broker redelivers", error=type(exc).__name__)
                 return

@@ -203,7 +203,7 @@ class RabbitConsumer:
             exchange = await self._dlx_channel.get_exchange(exchange_name, ensure=False)
             await exchange.publish(aio_pika.Message(raw.body, **props),
                                    routing_key=raw.routing_key or "")
-        except Exception as exc:  # noqa: BLE001 - any failure: keep the message, retry later
+        except Exception as exc:
             log.error("dead-letter publish failed, message requeued", exchange=exchange_name,
                       reason=reason, error=type(exc).__name__)
             acker.settle(tag, Fate.REQUEUE)

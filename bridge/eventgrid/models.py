@@ -30,7 +30,9 @@ def normalise_code(code: str) -> str:
 def classify_event_code(code: str) -> ErrorKind:
     """Fate of one event from its PutEvents ``error_code`` (design §7): server-error codes are
     transient, every other code (known or not) is permanent for that event."""
-    return ErrorKind.TRANSIENT if normalise_code(code) in SERVER_ERROR_CODES else ErrorKind.PERMANENT
+    if normalise_code(code) in SERVER_ERROR_CODES:
+        return ErrorKind.TRANSIENT
+    return ErrorKind.PERMANENT
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +75,8 @@ class PutEventsResult:
                 continue
             code = entry.get("error_code")
             if code:
-                failed[entry["event_id"]] = EventFailure(str(code), str(entry.get("error_msg") or ""))
+                msg = str(entry.get("error_msg") or "")
+                failed[entry["event_id"]] = EventFailure(str(code), msg)
             else:
                 accepted.add(entry["event_id"])
         return cls(frozenset(accepted), failed, request_id)

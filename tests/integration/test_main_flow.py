@@ -14,7 +14,9 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
+import yaml
 
 from bridge.emulator import EmulatorConfig, start_emulator
 from tests.support.amqp import declare_queue, publish_json, publish_raw
@@ -165,7 +167,7 @@ async def test_sigterm_while_flowing_loses_nothing(
 
 
 def _run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(  # noqa: S603
+    return subprocess.run(
         [sys.executable, "-m", "bridge", *args], capture_output=True, text=True, timeout=60,
         env=env, check=False,
     )
@@ -175,8 +177,6 @@ async def test_register_is_idempotent_and_updates_description(
     rabbit: RabbitServer, emulator: Emulator, queue_name: str, source_name: str,
     tmp_path: Path,
 ) -> None:
-    import yaml
-
     cfg = bridge_config(emulator_url=emulator.url, rabbit_address=rabbit.address,
                         queue=queue_name, source_name=source_name, status_port=status_port())
     path = tmp_path / "c.yaml"
@@ -200,7 +200,8 @@ async def test_register_is_idempotent_and_updates_description(
 def test_bad_config_exits_2_naming_field_and_variable(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text(
-        "eventgrid: {endpoint: 'http://127.0.0.1:1', project_id: p, auth: {token: '${NO_SUCH_VAR}'}}\n"
+        "eventgrid: {endpoint: 'http://127.0.0.1:1', project_id: p,"
+        " auth: {token: '${NO_SUCH_VAR}'}}\n"
         "source:\n  name: Bad_Name\n  channel_id: c\n  type: RABBITMQ\n"
         "  detail: {user_name: u, password: 'S3cr3t!x', queue_name: q}\n"
     )
@@ -213,8 +214,6 @@ def test_bad_config_exits_2_naming_field_and_variable(tmp_path: Path) -> None:
 
 
 async def _metrics(bridge: BridgeProcess) -> dict[str, float]:
-    import aiohttp
-
     async with aiohttp.ClientSession() as http, http.get(bridge.status_url + "/metrics") as r:
         text = await r.text()
     values: dict[str, float] = {}

@@ -12,8 +12,8 @@ import orjson
 import pytest
 
 from bridge.errors import EventGridError, TransportError
-from bridge.events import InboundMessage
 from bridge.eventgrid.models import EventFailure, PutEventsResult
+from bridge.events import InboundMessage
 from bridge.metrics import Metrics
 from bridge.pipeline import Pipeline
 

@@ -94,7 +94,7 @@ class BridgeProcess:
     def start(self) -> None:
         """Launch the process."""
         self._log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        self.proc = subprocess.Popen(
             [sys.executable, "-m", "bridge", "run", "-c", str(self.config_path)],
             stdout=self._log,
             stderr=self._log,

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Set up (scripts/setup-tests.sh) and run pytest; arguments go to pytest. Exits with pytest's
+# Set up (scripts/setup.sh) and run pytest; arguments go to pytest. Exits with pytest's
 # status; "no tests collected" (5) is a failure too.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-scripts/setup-tests.sh
+scripts/setup.sh
 status=0
 .venv/bin/python -m pytest "$@" || status=$?
 if [ "$status" = 5 ]; then

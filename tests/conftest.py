@@ -19,7 +19,7 @@ from tests.support.rabbit import SERVER_SCRIPT, RabbitFactory, RabbitServer, rea
 def _require_rabbitmq() -> None:
     if not SERVER_SCRIPT.exists():
         pytest.fail(
-            f"{SERVER_SCRIPT} is missing: run scripts/setup-tests.sh (as root) to install"
+            f"{SERVER_SCRIPT} is missing: run scripts/setup.sh (as root) to install"
             " rabbitmq-server and the test dependencies",
             pytrace=False,
         )

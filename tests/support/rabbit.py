@@ -134,6 +134,10 @@ class RabbitServer:
     :param dist_port: Erlang distribution port, 0 picks a free port once.
     :param conf_extra: lines appended to the generated ``rabbitmq.conf``.
     :param advanced_config: the whole ``advanced.config`` (Erlang terms), default ``[].``.
+    :param owner: what the node's processes carry as their owner: by default this process's
+        pid (the node is killed when this process exits, or reaped by a later test run once it
+        is gone); any other text detaches the node (the demo stack), which then lives until
+        stopped.
     """
 
     def __init__(
@@ -145,6 +149,7 @@ class RabbitServer:
         dist_port: int = 0,
         conf_extra: str = "",
         advanced_config: str | None = None,
+        owner: str | None = None,
     ) -> None:
         self.base_dir = Path(base_dir).resolve()
         self.node_name = node_name or f"egb-{os.getpid()}-{secrets.token_hex(3)}@localhost"
@@ -154,7 +159,9 @@ class RabbitServer:
         self.advanced_config = advanced_config if advanced_config is not None else "[].\n"
         self._proc: subprocess.Popen[bytes] | None = None
         self._as_service_user = os.geteuid() == 0
-        atexit.register(self._kill_quietly)
+        self.owner = owner or str(os.getpid())
+        if owner is None:
+            atexit.register(self._kill_quietly)
 
     # -- addresses -------------------------------------------------------------------------------
 
@@ -189,10 +196,10 @@ class RabbitServer:
             return
         if not SERVER_SCRIPT.exists():
             raise RabbitServerError(
-                f"{SERVER_SCRIPT} not found: install rabbitmq-server (run scripts/setup-tests.sh)"
+                f"{SERVER_SCRIPT} not found: install rabbitmq-server (run scripts/setup.sh)"
             )
         self._prepare_dirs()
-        env = self._env() | {NODE_MARK: self.node_name, OWNER_MARK: str(os.getpid())}
+        env = self._env() | {NODE_MARK: self.node_name, OWNER_MARK: self.owner}
         with (self.base_dir / "server.out").open("ab") as out:
             self._proc = subprocess.Popen(
                 [str(SERVER_SCRIPT)],

@@ -9,7 +9,7 @@ trap 'rm -f "$log"' EXIT
 # Run quietly; on failure show what the command said.
 quiet() {
     if ! "$@" >"$log" 2>&1; then
-        echo "setup-tests.sh: failed: $*" >&2
+        echo "setup.sh: failed: $*" >&2
         tail -n 40 "$log" >&2
         exit 1
     fi
@@ -23,10 +23,10 @@ fi
 
 if [ ${#packages[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then
-        echo "setup-tests.sh: ${packages[*]} missing; run this script as root to install" >&2
+        echo "setup.sh: ${packages[*]} missing; run this script as root to install" >&2
         exit 1
     fi
-    echo "setup-tests.sh: installing ${packages[*]}"
+    echo "setup.sh: installing ${packages[*]}"
     # The tests start their own nodes: keep the package's init script from starting the system
     # broker (its postinst runs invoke-rc.d start, which fails the install if the start fails).
     if [ ! -e /usr/sbin/policy-rc.d ]; then
@@ -49,14 +49,14 @@ if [ ${#packages[@]} -gt 0 ]; then
 fi
 
 if [ ! -x .venv/bin/python ]; then
-    echo "setup-tests.sh: creating .venv"
+    echo "setup.sh: creating .venv"
     quiet python3 -m venv .venv
 fi
 # Reinstall only when pyproject.toml changed since the last successful install.
 stamp=.venv/.eg-bridge-deps
 want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-    echo "setup-tests.sh: installing eg-bridge[dev] into .venv"
+    echo "setup.sh: installing eg-bridge[dev] into .venv"
     quiet .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
     echo "$want" >"$stamp"
 fi

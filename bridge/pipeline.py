@@ -245,6 +245,9 @@ class Pipeline:
             return
         retry_after = exc.retry_after_s if isinstance(exc, EventGridError) else None
         floor = FATAL_PROBE_FLOOR_S if kind is ErrorKind.FATAL else 0.0
+        if not self.backoff.active and kind is ErrorKind.TRANSIENT:
+            log.warning("publishing degraded: EG fails transiently, backing off",
+                        reason=exc.reason, error_code=code)
         delay = self.backoff.failure(retry_after, floor_s=floor)
         self._note_error(str(kind), code, str(exc))
         self._enqueue(batch, front=True)

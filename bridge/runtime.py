@@ -154,6 +154,7 @@ class Bridge:
         self._phase = "RUNNING"
         self._tasks.append(asyncio.create_task(self.pipeline.run()))
         self._tasks.append(asyncio.create_task(self._poll_source()))
+        self._tasks.append(asyncio.create_task(self.consumer.watch()))
         log.info("bridge running", source=self.settings.source.name,
                  channel_id=self.settings.source.channel_id)
         return True

@@ -73,6 +73,10 @@ class Consumer(Protocol):
         """A consumer is registered on an open channel / the consumer runs (design §8)."""
         ...
 
+    async def watch(self, period_s: float = 1.0) -> None:
+        """Log changes of :attr:`attached` until cancelled."""
+        ...
+
     def describe(self) -> Mapping[str, Any]:
         """Status fields without secrets: ``type``, ``connected``, ``queue`` or ``topic``."""
         ...

@@ -235,9 +235,32 @@ class RabbitConsumer:
 
     @property
     def attached(self) -> bool:
-        """A consumer tag on an open channel of an open connection (design §8)."""
-        return (self._connected and self._consumer_tag is not None and self._channel is not None
-                and not self._channel.is_closed)
+        """Our consumer tag is registered on the open channel of an open connection (design §8).
+
+        Checked on the driver's current underlying channel, so a connection that came back
+        without its consumer (a server-side cancel, a failed restore) counts as detached.
+        """
+        if not self._connected or self._consumer_tag is None or self._channel is None:
+            return False
+        underlay = getattr(self._channel, "_channel", None)  # aio-pika's UnderlayChannel
+        channel = getattr(underlay, "channel", None)
+        if channel is None or channel.is_closed:
+            return False
+        return self._consumer_tag in getattr(channel, "consumers", {})
+
+    async def watch(self, period_s: float = 1.0) -> None:
+        """Log every change of :attr:`attached` until cancelled (run it as a task)."""
+        was = self.attached
+        while True:
+            await asyncio.sleep(period_s)
+            now = self.attached
+            if now != was:
+                if now:
+                    log.info("consumer attached again", queue=self._queue_name, broker=self._url)
+                else:
+                    log.warning("consumer detached", queue=self._queue_name, broker=self._url,
+                                connection_open=self._connected)
+            was = now
 
     def describe(self) -> Mapping[str, Any]:
         """Status fields: ``type``, ``connected``, ``queue``, ``broker`` (password masked)."""

@@ -30,7 +30,8 @@ def bridge_config(
     status_port: int,
     overrides: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A config dict for one test; ``overrides`` is merged one level deep per section."""
+    """A config dict for one test; ``overrides`` is merged two levels deep per section
+    (``eventgrid.auth`` is replaced whole: it holds exactly one mode)."""
     config: dict[str, Any] = {
         "eventgrid": {
             "endpoint": emulator_url,
@@ -62,7 +63,8 @@ def bridge_config(
     for section, values in (overrides or {}).items():
         if isinstance(values, dict) and isinstance(config.get(section), dict):
             for key, value in values.items():
-                if isinstance(value, dict) and isinstance(config[section].get(key), dict):
+                if key != "auth" and isinstance(value, dict) and isinstance(
+                        config[section].get(key), dict):
                     config[section][key] = {**config[section][key], **value}
                 else:
                     config[section][key] = value

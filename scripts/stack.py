@@ -88,7 +88,7 @@ async def publish_samples(amqp_url: str) -> list[str]:
         aio_pika.Message(json.dumps({"order_id": 1001, "item": "coffee", "qty": 2}).encode(),
                          content_type="application/json", message_id="order-1001",
                          headers={"tenant": "acme"}, type="com.example.order.created"),
-        aio_pika.Message("plain text: thank you for your order".encode(),
+        aio_pika.Message(b"plain text: thank you for your order",
                          content_type="text/plain; charset=utf-8", message_id="note-1"),
         aio_pika.Message(bytes([0x89, 0x50, 0x4E, 0x47, 0x00, 0xFF, 0x10]),
                          content_type="application/octet-stream", message_id="blob-1"),

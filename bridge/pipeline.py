@@ -58,7 +58,10 @@ class Pipeline:
         linger_s: how long a batch waits for more events, in seconds.
         max_in_flight: concurrent PutEvents requests while the sink is healthy.
         initial_backoff_s, max_backoff_s: the retry schedule (design §7).
-        max_hold_s: an unsent message held longer is requeued, in seconds.
+        max_hold_s: a message is settled within this many seconds of its receipt: one still
+            unsent when a request could no longer finish in time (``max_hold_s`` minus
+            ``request_timeout_s``) is requeued (RabbitMQ's consumer_timeout, design §7).
+        request_timeout_s: the EG client's timeout for one request, in seconds.
         on_fatal: called with the error when publishing fails for every event.
     """
 
@@ -76,6 +79,7 @@ class Pipeline:
         initial_backoff_s: float = 0.2,
         max_backoff_s: float = 30.0,
         max_hold_s: float = 600.0,
+        request_timeout_s: float = 10.0,
         on_fatal: Callable[[BridgeError], None] | None = None,
     ) -> None:
         self._publisher = publisher
@@ -86,6 +90,7 @@ class Pipeline:
         self._batcher: Batcher[Delivery] = Batcher(max_batch_events, linger_s=linger_s)
         self._max_in_flight = max_in_flight
         self._max_hold_s = max_hold_s
+        self._send_within_s = max(max_hold_s - request_timeout_s, max_hold_s / 2)
         self._on_fatal = on_fatal
         self.backoff = Backoff(initial_backoff_s, max_backoff_s)
         self._pending: deque[Batch[Delivery]] = deque()
@@ -95,7 +100,8 @@ class Pipeline:
         self._linger: asyncio.TimerHandle | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.unsettled = 0
-        self._all_settled = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._draining = False
         self.fatal_error: BridgeError | None = None
         self.last_error: dict[str, Any] | None = None
         self.last_message_at: datetime | None = None
@@ -158,7 +164,7 @@ class Pipeline:
 
     async def _dispatch(self) -> None:
         while True:
-            if not self._pending:
+            if not self._pending or self._draining:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
@@ -186,6 +192,8 @@ class Pipeline:
     def _sent(self, task: asyncio.Task[None]) -> None:
         self._sending.pop(task, None)
         self._slot.set()
+        if not self._sending:
+            self._idle.set()
         if not task.cancelled() and task.exception() is not None:
             log.error("publish task failed", exc_info=task.exception())
 
@@ -278,8 +286,6 @@ class Pipeline:
     def _done(self, item: Item[Delivery]) -> None:
         self.unsettled -= 1
         self._metrics.in_flight.dec()
-        if self.unsettled == 0:
-            self._all_settled.set()
 
     def _dead_letter(self, delivery: Delivery, reason: str, code: str, message: str) -> None:
         self._metrics.dead_lettered.labels(reason).inc()
@@ -288,10 +294,10 @@ class Pipeline:
         delivery.dead_letter(reason, code)
 
     async def _sweep_held(self) -> None:
-        period = min(1.0, self._max_hold_s / 4)
+        period = min(1.0, self._send_within_s / 4)
         while True:
             await asyncio.sleep(period)
-            limit = time.monotonic() - self._max_hold_s
+            limit = time.monotonic() - self._send_within_s
             for batch in list(self._pending):
                 stale = [i for i in batch.items if i.held_since < limit]
                 if not stale:
@@ -312,22 +318,25 @@ class Pipeline:
     # -- shutdown ------------------------------------------------------------------------------
 
     async def drain(self, timeout_s: float) -> bool:
-        """Flush the open batch and wait until every queued message is settled.
+        """Stop sending new requests and wait for the ones in flight (design §7 shutdown).
+
+        Messages not yet sent stay queued for :meth:`abort`, which requeues them.
 
         Returns:
-            True when all settled within ``timeout_s`` seconds.
+            True when no request was still in flight after ``timeout_s`` seconds.
         """
+        self._draining = True
         if self._linger is not None:
             self._linger.cancel()
             self._linger = None
         batch = self._batcher.flush()
         if batch is not None:
             self._enqueue(batch)
-        if self.unsettled > 0:
-            self._all_settled.clear()
+        if self._sending:
+            self._idle.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._all_settled.wait(), timeout_s)
-        return self.unsettled == 0
+                await asyncio.wait_for(self._idle.wait(), timeout_s)
+        return not self._sending
 
     async def abort(self) -> int:
         """Cancel what is still sending and requeue every unsettled message.

@@ -106,7 +106,8 @@ class Bridge:
             event_type=fwd.event_type, metrics=self.metrics, max_batch_events=fwd.max_batch_events,
             linger_s=fwd.linger_ms / 1000, max_in_flight=fwd.max_in_flight_batches,
             initial_backoff_s=fwd.retry.initial_backoff_s, max_backoff_s=fwd.retry.max_backoff_s,
-            max_hold_s=fwd.max_hold_s, on_fatal=self._on_publish_fatal,
+            max_hold_s=fwd.max_hold_s, request_timeout_s=settings.eventgrid.request_timeout_s,
+            on_fatal=self._on_publish_fatal,
         )
         self.status_server = StatusServer(settings.status.listen, self)
         self.source: dict[str, Any] | None = None
@@ -194,6 +195,8 @@ class Bridge:
         await self.consumer.stop_intake()
         grace = self.settings.forwarding.shutdown_grace_s
         drained = await self.pipeline.drain(grace)
+        if drained:
+            log.info("in-flight batches finished", unsent=self.pipeline.unsettled)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

@@ -288,6 +288,11 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _hold_below_consumer_timeout(self) -> Self:
+        if self.eventgrid.request_timeout_s >= self.forwarding.max_hold_s:
+            raise ValueError(
+                "eventgrid.request_timeout_s must stay below forwarding.max_hold_s (a message "
+                "must be settled within max_hold_s, one request included)"
+            )
         limit = self.source.connection.consumer_timeout_s
         if self.source.type == "RABBITMQ" and self.forwarding.max_hold_s >= limit:
             raise ValueError(

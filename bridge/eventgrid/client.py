@@ -13,10 +13,12 @@ from typing import Any
 
 import aiohttp
 import orjson
+from yarl import URL
 
 from bridge.errors import EventGridError, TransportError
 from bridge.eventgrid.auth import Auth
 from bridge.eventgrid.models import PutEventsResult, parse_retry_after
+from bridge.eventgrid.signer import canonical_query
 
 LIST_PAGE_SIZE = 100
 _JSON = {"Content-Type": "application/json"}
@@ -77,10 +79,18 @@ class EventGridClient:
         return self._session
 
     async def close(self) -> None:
-        """Close pooled connections."""
+        """Close pooled connections and the auth's own resources (an IAM session)."""
         if self._session is not None:
             await self._session.close()
             self._session = None
+        await self._auth.close()
+
+    def url(self, path: str, params: Mapping[str, str] | None = None) -> str:
+        """The full URL of ``/v1/{project_id}{path}``; the query is the canonical query of
+        ``params`` (eg-api.md §2.2 step 6), so the query sent is the query signed."""
+        query = canonical_query(params.items()) if params else ""
+        base = str(URL(self._base + path))
+        return f"{base}?{query}" if query else base
 
     async def request(
         self,
@@ -93,26 +103,37 @@ class EventGridClient:
     ) -> tuple[int, bytes, Mapping[str, str]]:
         """Send one request to ``/v1/{project_id}{path}``; return (status, body, headers).
 
+        The auth headers cover exactly the URL and body bytes sent. A 401 is retried once
+        when the auth can get a fresh credential (``Auth.invalidate``, design §7: an IAM
+        token is refreshed at once after a 401); a second 401 raises.
+
         Raises:
-            EventGridError: the status is not in ``ok_statuses``.
+            EventGridError: the status is not in ``ok_statuses``; also an IAM failure
+                (``IamError``) while a token was needed.
             TransportError: no answer (``network``) or no answer in time (``timeout``).
         """
-        url = self._base + path
-        headers = dict(_JSON)
-        headers.update(await self._auth.headers(method, url, body))
+        url = self.url(path, params)
+        auth_headers = await self._auth.headers(method, url, body)
+        status, data, resp_headers = await self._send(method, url, path, body, auth_headers)
+        if status == 401 and self._auth.invalidate(auth_headers):
+            auth_headers = await self._auth.headers(method, url, body)
+            status, data, resp_headers = await self._send(method, url, path, body, auth_headers)
+        if status not in ok_statuses:
+            raise _error_from(status, data, resp_headers)
+        return status, data, resp_headers
+
+    async def _send(self, method: str, url: str, path: str, body: bytes,
+                    auth_headers: Mapping[str, str]) -> tuple[int, bytes, Mapping[str, str]]:
+        headers = {**_JSON, **auth_headers}
         try:
             async with self._http().request(
-                method, url, data=body or None, params=params, headers=headers
+                method, URL(url, encoded=True), data=body or None, headers=headers
             ) as resp:
-                data = await resp.read()
-                status, resp_headers = resp.status, resp.headers
+                return resp.status, await resp.read(), resp.headers
         except TimeoutError:
             raise TransportError("timeout", f"{method} {path}: no answer in time") from None
         except (aiohttp.ClientError, OSError) as exc:
             raise TransportError("network", f"{method} {path}: {type(exc).__name__}") from None
-        if status not in ok_statuses:
-            raise _error_from(status, data, resp_headers)
-        return status, data, resp_headers
 
     async def _json(self, method: str, path: str, payload: Any = None,
                     params: Mapping[str, str] | None = None) -> Any:

@@ -77,7 +77,10 @@ async def run_until_settled(p: Pipeline, deliveries: list[FakeDelivery],
     try:
         for d in deliveries:
             p.handle(d)
-        assert await p.drain(timeout), f"{p.unsettled} unsettled"
+        deadline = asyncio.get_running_loop().time() + timeout
+        while p.unsettled and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
+        assert p.unsettled == 0, f"{p.unsettled} unsettled"
     finally:
         task.cancel()
 
@@ -229,3 +232,32 @@ async def test_non_json_bodies_are_forwarded(body: bytes) -> None:
     d = FakeDelivery(body, "x")
     await run_until_settled(p, [d])
     assert d.fates == ["ack"]
+
+
+async def test_drain_finishes_in_flight_and_leaves_unsent_for_requeue() -> None:
+    pub = ScriptedPublisher(delay_s=0.2)
+    p, _ = make(pub, max_in_flight=2)
+    task = asyncio.create_task(p.run())
+    ds = deliveries(50)
+    for d in ds:
+        p.handle(d)
+    await asyncio.sleep(0.05)  # two batches of 20 in flight, 10 unsent
+    assert await p.drain(5.0)
+    task.cancel()
+    assert await p.abort() == 10
+    acked = [d for d in ds if d.fates == ["ack"]]
+    requeued = [d for d in ds if d.fates == ["requeue"]]
+    assert (len(acked), len(requeued)) == (40, 10)
+    assert len(pub.calls) == 2
+
+
+async def test_unsent_messages_are_requeued_before_max_hold() -> None:
+    pub = ScriptedPublisher(*[EventGridError(503, "", "down")] * 1000)
+    p, _ = make(pub, max_hold_s=1.0, request_timeout_s=0.6, max_backoff_s=0.05)
+    task = asyncio.create_task(p.run())
+    ds = deliveries(2)
+    for d in ds:
+        p.handle(d)
+    await asyncio.sleep(0.75)  # past max_hold_s - request_timeout_s = 0.4 s (+ sweep period)
+    task.cancel()
+    assert all(d.fates == ["requeue"] for d in ds)

@@ -26,6 +26,8 @@ from bridge.events import InboundMessage
 from bridge.settings import ConnectionSettings, SourceDetail, host_port
 
 log = structlog.get_logger("bridge.consumers.rabbitmq")
+DEAD_LETTER_RETRY_S = 5.0
+"""Pause before requeueing a message whose dead-letter publish failed."""
 DLX_WARNING = "dead-lettered by the queue's DLX if it has one, otherwise dropped by the broker"
 _PROPS = ("content_type", "content_encoding", "delivery_mode", "priority", "correlation_id",
           "reply_to", "expiration", "timestamp", "type", "user_id", "app_id")
@@ -203,9 +205,11 @@ class RabbitConsumer:
             exchange = await self._dlx_channel.get_exchange(exchange_name, ensure=False)
             await exchange.publish(aio_pika.Message(raw.body, **props),
                                    routing_key=raw.routing_key or "")
-        except Exception as exc:
-            log.error("dead-letter publish failed, message requeued", exchange=exchange_name,
-                      reason=reason, error=type(exc).__name__)
+        except Exception as exc:  # any failure: keep the message, retry later
+            log.error("dead-letter publish failed, message requeued after a pause",
+                      exchange=exchange_name, reason=reason, error=type(exc).__name__,
+                      pause_s=DEAD_LETTER_RETRY_S)
+            await asyncio.sleep(DEAD_LETTER_RETRY_S)  # a requeue loop, but never a hot one
             acker.settle(tag, Fate.REQUEUE)
             return
         log.warning("message published to the dead-letter exchange", exchange=exchange_name,

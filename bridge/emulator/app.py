@@ -1,7 +1,9 @@
 """The EG emulator as an aiohttp application (shared/design.md §9, shared/eg-api.md).
 
 Routes: sources and channels (:mod:`.resources`), PutEvents (:mod:`.publish`) under
-``/v1/{project_id}``; the unauthenticated control API under ``/emulator/`` (:mod:`.control`).
+``/v1/{project_id}``; IAM ``POST /v3/auth/tokens`` (:mod:`.iam`); the unauthenticated control
+API under ``/emulator/`` (:mod:`.control`). Auth modes ``none``/``token``/``aksk``:
+:mod:`.auth`.
 
 Every response carries ``X-Request-Id`` (``<uuid hex>-<epoch ms>-<hostname>``, eg-api §1);
 every error carries ``{"error_code", "error_msg", "error_details", "request_id"}`` (§6).
@@ -36,7 +38,9 @@ Choices where eg-api.md is silent (INFERENCE / NOT FOUND there):
 - Channel create ignores unknown keys (``cross_account``, ``policy``); ``eps_id`` is read
   as ``enterprise_project_id`` and both are returned. Auth runs before the project lookup,
   so an unknown project answers 401 to an unauthenticated request. Mode ``token`` with no
-  tokens rejects every ``/v1`` request.
+  tokens and no IAM users rejects every ``/v1`` request. Each mode accepts only its own
+  credential (mode ``aksk`` ignores ``X-Auth-Token``, mode ``token`` ignores signatures),
+  and a token works for every configured project, whatever project it was scoped to.
 - Fault defaults by status: 400 ``EG.00014000``, 401 ``APIGW.0301``, 403 ``EG.00014030``,
   404 ``EG.00014040``, 429 ``APIG.0308``, every 5xx ``EG.00015000``; event_ids faults
   ``EG.00513000``. ``path: "*"`` matches every ``/v1`` request once (not its auth stage).
@@ -55,7 +59,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from bridge.emulator import control, publish, resources, rules
+from bridge.emulator import control, iam, publish, resources, rules
 from bridge.emulator.auth import AUTH_MODES, auth_error, make_authenticator
 from bridge.emulator.context import (
     EXTRA_HEADERS,
@@ -68,7 +72,9 @@ from bridge.emulator.context import (
 from bridge.emulator.errors import INTERNAL, NOT_FOUND, ApiError, status_default
 from bridge.emulator.eventlog import EventLog
 from bridge.emulator.faults import apply_faults
+from bridge.emulator.iam import parse_users
 from bridge.emulator.store import Store
+from bridge.emulator.tokens import TokenBook
 from bridge.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -88,9 +94,13 @@ class EmulatorConfig:
         port: TCP port; 0 picks a free one (read it from ``EmulatorServer.url``).
         project_ids: the known projects; any other project id is 404 ``EG.00014040``.
         channels: NAME -> ID of CUSTOM channels created in every project (``--channel``).
-        auth: "none" (everything allowed) or "token" (``X-Auth-Token`` in ``tokens``).
-        tokens: the accepted ``X-Auth-Token`` values (``--token``).
-        token_ttl_s: lifetime of tokens the emulator issues, seconds (not used yet).
+        auth: "none" (everything allowed), "token" (``X-Auth-Token`` in ``tokens`` or issued
+            by the IAM endpoint) or "aksk" (SDK-HMAC-SHA256 signatures by ``access_keys``).
+        tokens: the accepted fixed ``X-Auth-Token`` values (``--token``).
+        token_ttl_s: lifetime of tokens the IAM endpoint issues, seconds (``--token-ttl``).
+        iam_users: ``"DOMAIN/USER"`` -> password, for ``POST /v3/auth/tokens``
+            (``--iam-user DOMAIN/USER:PASSWORD``).
+        access_keys: AK -> SK pairs accepted in mode ``aksk`` (``--ak``/``--sk``).
         data_dir: if set, accepted events are appended to ``DATA_DIR/events.jsonl``.
     """
 
@@ -100,7 +110,9 @@ class EmulatorConfig:
     channels: dict[str, str] = field(default_factory=dict)
     auth: str = "none"
     tokens: list[str] = field(default_factory=list)
-    token_ttl_s: int = 86400
+    token_ttl_s: float = 86400
+    iam_users: dict[str, str] = field(default_factory=dict)
+    access_keys: dict[str, str] = field(default_factory=dict)
     data_dir: str | None = None
 
 
@@ -119,6 +131,14 @@ def _config_problems(config: EmulatorConfig) -> list[str]:
         problems.append("channel ids must be distinct")
     if config.auth not in AUTH_MODES:
         problems.append(f"auth {config.auth!r} must be one of {', '.join(AUTH_MODES)}")
+    if config.auth == "aksk" and not config.access_keys:
+        problems.append("auth aksk needs at least one access key pair (--ak/--sk)")
+    if not config.token_ttl_s > 0:
+        problems.append(f"token ttl must be > 0 seconds, got {config.token_ttl_s}")
+    try:
+        parse_users(config.iam_users)
+    except ValueError as exc:
+        problems.append(str(exc))
     return problems
 
 
@@ -136,14 +156,17 @@ def create_app(config: EmulatorConfig) -> web.Application:
     if problems:
         raise ConfigError(problems)
     app = web.Application(middlewares=[_envelope], client_max_size=CLIENT_MAX_SIZE)
+    tokens = TokenBook(config.tokens, config.token_ttl_s)
     app[STATE] = EmulatorState(
         store=Store(config.project_ids, config.channels),
         events=EventLog(config.data_dir),
-        authenticate=make_authenticator(config.auth, config.tokens),
+        authenticate=make_authenticator(config.auth, tokens, config.access_keys),
+        tokens=tokens,
+        iam_users=parse_users(config.iam_users),
     )
     app.on_startup.append(_open_event_log)
     app.on_cleanup.append(_close_event_log)
-    for module in (publish, resources, control):
+    for module in (publish, resources, control, iam):
         module.add_routes(app)
     return app
 
@@ -191,7 +214,10 @@ async def _envelope(request: web.Request, handler: Handler) -> web.StreamRespons
 
 def request_kind(path: str) -> str | None:
     """The fault ``path`` a request matches: "events" (PutEvents), "sources", "channels" or
-    "other" for ``/v1/...``; None outside ``/v1`` (no auth, no counters, no faults)."""
+    "other" for ``/v1/...``; "iam" for the IAM endpoint (faults, no auth); None for the
+    rest (no auth, no counters, no faults)."""
+    if path == iam.IAM_PATH:
+        return "iam"
     parts = path.strip("/").split("/")
     if parts[0] != "v1":
         return None
@@ -205,14 +231,17 @@ async def _gate(request: web.Request, handler: Handler) -> web.StreamResponse:
     if kind is None:
         return await handler(request)
     state = state_of(request)
+    if kind == "iam":
+        await _stage(request, state, kind)
+        return await handler(request)
     state.stats.api_requests += 1
     if kind == "events" and request.method == "POST":
         state.stats.put_events_requests += 1
     await _stage(request, state, "auth")
-    reason = await state.authenticate(request)
-    if reason is not None:
+    failure = await state.authenticate(request)
+    if failure is not None:
         state.stats.auth_failures += 1
-        raise auth_error(reason)
+        raise auth_error(failure)
     await _stage(request, state, kind)
     return await handler(request)
 

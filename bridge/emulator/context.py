@@ -13,6 +13,7 @@ from bridge.emulator.errors import bad_json
 from bridge.emulator.eventlog import EventLog
 from bridge.emulator.faults import FaultTable
 from bridge.emulator.store import Project, Stats, Store
+from bridge.emulator.tokens import TokenBook
 
 
 @dataclass
@@ -25,6 +26,8 @@ class EmulatorState:
         faults: the active injected faults.
         stats: request and event counters.
         authenticate: the auth check of every ``/v1`` request.
+        tokens: fixed and IAM-issued tokens (mode ``token``).
+        iam_users: (domain, user) -> password for ``POST /v3/auth/tokens``.
     """
 
     store: Store
@@ -32,6 +35,8 @@ class EmulatorState:
     faults: FaultTable = field(default_factory=FaultTable)
     stats: Stats = field(default_factory=Stats)
     authenticate: Authenticator = allow_all
+    tokens: TokenBook = field(default_factory=lambda: TokenBook((), 86400))
+    iam_users: dict[tuple[str, str], str] = field(default_factory=dict)
 
 
 STATE = web.AppKey("eg_emulator_state", EmulatorState)

@@ -6,6 +6,8 @@
   ``DELETE /emulator/faults/{id}`` -> 204 or 404.
 - ``GET /emulator/stats`` -> counters; ``DELETE /emulator/stats`` resets them -> 204.
 - ``POST /emulator/sources/{source_id}/status`` ``{"status", "error_info"}`` -> 200 + source.
+- ``DELETE /emulator/tokens`` revokes every token the IAM endpoint issued -> 200
+  ``{"revoked": n}`` (fixed ``--token`` values stay valid).
 - ``GET /emulator/health`` -> 200 ``{"ok": true}`` (for container health checks).
 """
 
@@ -95,6 +97,12 @@ async def set_source_status(request: web.Request) -> web.Response:
     return json_response(source.to_json())
 
 
+async def revoke_tokens(request: web.Request) -> web.Response:
+    """Revoke every issued token, as a password change does on IAM (eg-api §2.1); later
+    requests with them get 401 ``APIGW.0301`` "decrypt token fail"."""
+    return json_response({"revoked": state_of(request).tokens.revoke_issued()})
+
+
 async def health(request: web.Request) -> web.Response:
     """200 ``{"ok": true}`` while the emulator serves."""
     return json_response({"ok": True})
@@ -113,6 +121,7 @@ def add_routes(app: web.Application) -> None:
             web.get("/emulator/stats", get_stats),
             web.delete("/emulator/stats", reset_stats),
             web.post("/emulator/sources/{source_id}/status", set_source_status),
+            web.delete("/emulator/tokens", revoke_tokens),
             web.get("/emulator/health", health),
         ]
     )

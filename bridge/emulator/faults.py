@@ -2,10 +2,11 @@
 
 A fault matches requests by ``path`` (the kind of ``/v1`` request: ``events`` = PutEvents,
 ``sources``, ``channels``, ``auth`` = the auth check of every ``/v1`` request, ``*`` = every
-``/v1`` request at its path stage). Matching faults apply in creation order: each adds its
-latency and ``Retry-After``; the first with a ``status`` answers the request with that error.
-``event_ids`` faults apply inside PutEvents only to requests carrying one of their ids. Every
-match decrements ``count``; a fault disappears when its count reaches 0.
+``/v1`` request at its path stage; and ``iam`` = the IAM endpoint ``POST /v3/auth/tokens``).
+Matching faults apply in creation order: each adds its latency and ``Retry-After``; the first
+with a ``status`` answers the request with that error. ``event_ids`` faults apply inside
+PutEvents only to requests carrying one of their ids. Every match decrements ``count``; a
+fault disappears when its count reaches 0.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 from bridge.emulator import errors
 from bridge.emulator.errors import ApiError, JsonObject, invalid_params
 
-FAULT_PATHS = ("events", "sources", "channels", "auth", "*")
+FAULT_PATHS = ("events", "sources", "channels", "auth", "iam", "*")
 _FAULT_KEYS = ("path", "status", "error_code", "count", "retry_after", "latency_ms", "event_ids")
 
 
@@ -120,8 +121,8 @@ def parse_fault(body: object) -> Fault:
 
 
 def _path_matches(fault_path: str, kind: str) -> bool:
-    if kind == "auth":
-        return fault_path == "auth"
+    if kind in ("auth", "iam"):
+        return fault_path == kind
     return fault_path in (kind, "*")
 
 
@@ -155,7 +156,7 @@ class FaultTable:
 
     def take(self, kind: str) -> list[Fault]:
         """Consume the request-level faults matching ``kind`` ("events", "sources",
-        "channels", "auth" or "other"), up to and including the first with a status."""
+        "channels", "auth", "iam" or "other"), up to and including the first with a status."""
         taken: list[Fault] = []
         for fault in list(self._faults.values()):
             if fault.event_ids is None and _path_matches(fault.path, kind):

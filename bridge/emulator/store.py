@@ -282,6 +282,9 @@ class Stats:
     """Events answered with a per-event error."""
     auth_failures: int = 0
     faults_applied: int = 0
+    iam_token_requests: int = 0
+    """Every ``POST /v3/auth/tokens`` received, answered or not."""
+    tokens_issued: int = 0
 
     def to_json(self) -> JsonObject:
         """The counters as a JSON object."""

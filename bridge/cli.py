@@ -125,14 +125,22 @@ def health(url: str, timeout: float) -> None:
               help="Known project (repeatable; default 0123456789abcdef0123456789abcdef).")
 @click.option("--channel", "channels", multiple=True, metavar="NAME=ID",
               help="A CUSTOM channel (repeatable).")
-@click.option("--auth", type=click.Choice(["none", "token"]), default="none", show_default=True)
-@click.option("--token", "tokens", multiple=True, metavar="T", help="Accepted X-Auth-Token.")
-@click.option("--token-ttl", default=86400, show_default=True, help="Seconds.")
+@click.option("--auth", type=click.Choice(["none", "token", "aksk"]), default="none",
+              show_default=True)
+@click.option("--token", "tokens", multiple=True, metavar="T",
+              help="Accepted X-Auth-Token (repeatable), besides tokens the IAM endpoint issues.")
+@click.option("--iam-user", "iam_users", multiple=True, metavar="DOMAIN/USER:PASSWORD",
+              help="A user of the IAM endpoint POST /v3/auth/tokens (repeatable).")
+@click.option("--token-ttl", default=86400.0, show_default=True,
+              help="Lifetime of issued tokens, seconds.")
+@click.option("--ak", "aks", multiple=True, metavar="AK", help="Access key (pairs with --sk).")
+@click.option("--sk", "sks", multiple=True, metavar="SK", help="Secret key of the --ak before.")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help="Append accepted events to DIR/events.jsonl.")
 def emulator(listen: str, project_ids: tuple[str, ...], channels: tuple[str, ...], auth: str,
-             tokens: tuple[str, ...], token_ttl: int, data_dir: str | None) -> None:
-    """Run the local EG API emulator (design §9)."""
+             tokens: tuple[str, ...], iam_users: tuple[str, ...], token_ttl: float,
+             aks: tuple[str, ...], sks: tuple[str, ...], data_dir: str | None) -> None:
+    """Run the local EG API emulator (design §4, §9)."""
     from bridge.emulator import EmulatorConfig, run_emulator  # noqa: PLC0415
     from bridge.settings import host_port  # noqa: PLC0415
 
@@ -148,17 +156,31 @@ def emulator(listen: str, project_ids: tuple[str, ...], channels: tuple[str, ...
         if not sep or not name or not cid:
             problems.append(f"--channel: expected NAME=ID, got {spec!r}")
         chans[name] = cid
-    if auth == "token" and not tokens:
-        problems.append("--auth token needs at least one --token")
+    users: dict[str, str] = {}
+    for spec in iam_users:
+        who, sep, password = spec.partition(":")
+        if not sep or "/" not in who or not password:
+            problems.append("--iam-user: expected DOMAIN/USER:PASSWORD"
+                            f" (got one for {who.partition(':')[0]!r})")
+        users[who] = password
+    if len(aks) != len(sks):
+        problems.append(f"--ak and --sk come in pairs (got {len(aks)} --ak, {len(sks)} --sk)")
+    if auth == "token" and not tokens and not users:
+        problems.append("--auth token needs at least one --token or --iam-user")
+    if auth == "aksk" and not aks:
+        problems.append("--auth aksk needs at least one --ak/--sk pair")
     if problems:
         _fail_config(ConfigError(problems))
     configure_logging("auto", "info")
     cfg = EmulatorConfig(host=host, port=port, channels=chans, auth=auth, tokens=list(tokens),
-                         token_ttl_s=token_ttl, data_dir=data_dir)
+                         token_ttl_s=token_ttl, iam_users=users,
+                         access_keys=dict(zip(aks, sks, strict=True)), data_dir=data_dir)
     if project_ids:
         cfg.project_ids = list(project_ids)
     try:
         asyncio.run(run_emulator(cfg))
+    except ConfigError as exc:
+        _fail_config(exc)
     except OSError as exc:
         click.echo(f"eg-bridge emulator: could not start: {exc}", err=True)
         sys.exit(EXIT_ERROR)

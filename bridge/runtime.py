@@ -21,8 +21,9 @@ from bridge import __version__
 from bridge.backoff import Backoff
 from bridge.consumers.base import Consumer
 from bridge.errors import BridgeError, ConfigError, ErrorKind, EventGridError, RegistrationError
-from bridge.eventgrid.auth import Auth, NoAuth, TokenAuth
+from bridge.eventgrid.auth import AkSkAuth, Auth, NoAuth, TokenAuth
 from bridge.eventgrid.client import EventGridClient
+from bridge.eventgrid.iam import IamTokenAuth
 from bridge.eventgrid.registration import SourceSpec, ensure_source
 from bridge.metrics import Metrics
 from bridge.pipeline import Pipeline
@@ -35,18 +36,27 @@ REGISTRATION_SLOW_RETRY_S = 30.0
 
 
 def build_auth(settings: Settings) -> Auth:
-    """The :class:`Auth` for ``eventgrid.auth``.
+    """The :class:`Auth` for ``eventgrid.auth`` (design §3; shared/eg-api.md §2): a static
+    token, IAM password tokens (refreshed ahead of expiry; its session opens on first use and
+    closes with the client), AK/SK signatures with ``X-Project-Id`` = ``eventgrid.project_id``,
+    or none.
 
     Raises:
-        ConfigError: the mode is not available in this release.
+        ConfigError: no mode is set (the settings model already prevents that).
     """
-    auth = settings.eventgrid.auth
+    eg = settings.eventgrid
+    auth = eg.auth
     if auth.token is not None:
         return TokenAuth(auth.token)
+    iam, aksk = auth.iam, auth.aksk
+    if iam is not None and iam.password is not None:
+        return IamTokenAuth(iam.endpoint, iam.domain, iam.user, iam.password, iam.project,
+                            timeout_s=eg.request_timeout_s)
+    if aksk is not None and aksk.secret_key is not None:
+        return AkSkAuth(aksk.access_key, aksk.secret_key, eg.project_id)
     if auth.none:
         return NoAuth()
-    raise ConfigError([f"eventgrid.auth.{auth.mode}: not supported by this release yet "
-                       "(use token or none)"])
+    raise ConfigError([f"eventgrid.auth.{auth.mode}: incomplete"])
 
 
 def build_client(settings: Settings) -> EventGridClient:

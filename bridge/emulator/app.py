@@ -232,6 +232,7 @@ async def _gate(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await handler(request)
     state = state_of(request)
     if kind == "iam":
+        state.stats.iam_token_requests += 1
         await _stage(request, state, kind)
         return await handler(request)
     state.stats.api_requests += 1

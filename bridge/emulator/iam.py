@@ -73,7 +73,6 @@ async def create_token(request: web.Request) -> web.Response:
     """``POST /v3/auth/tokens``: 201 + ``X-Subject-Token`` for a configured user (module
     docstring); 400 for a malformed body; 401 for wrong credentials."""
     state = state_of(request)
-    state.stats.iam_token_requests += 1
     try:
         body = orjson.loads(await request.read())
     except orjson.JSONDecodeError:

@@ -56,13 +56,16 @@ class Stack:
         self.emulator = Emulator(url)
         self.mode, self.tmp_path, self.rabbit, self.bridges = mode, tmp_path, rabbit, bridges
 
-    def bridge(self, queue: str, source: str) -> BridgeProcess:
+    def bridge(self, queue: str, source: str, **auth_fields: str) -> BridgeProcess:
+        """Start a bridge in this mode; ``auth_fields`` override fields of its auth block."""
         cfg = bridge_config(emulator_url=self.emulator.url, rabbit_address=self.rabbit.address,
                             queue=queue, source_name=source, status_port=status_port())
-        auth = MODES[self.mode][1]
-        if self.mode == "iam":
-            auth = {"iam": {**auth["iam"], "endpoint": self.emulator.url}}
-        cfg["eventgrid"]["auth"] = auth
+        ((key, fields),) = MODES[self.mode][1].items()
+        if isinstance(fields, dict):
+            fields = {**fields, **auth_fields}
+            if self.mode == "iam":
+                fields["endpoint"] = self.emulator.url
+        cfg["eventgrid"]["auth"] = {key: fields}
         bridge = BridgeProcess(self.tmp_path, cfg)
         self.bridges.append(bridge)
         bridge.start()
@@ -154,3 +157,30 @@ async def test_iam_tokens_expire_during_a_run_and_nothing_is_lost(
     assert IAM_PASSWORD not in bridge.log()
     status = await bridge.get_json("/status")
     assert status["state"] == "RUNNING"
+
+
+@pytest.mark.parametrize("stack", [("iam", 3600)], indirect=True, ids=["iam"])
+async def test_wrong_iam_password_is_reported_not_crashed(
+    stack: Stack, rabbit: RabbitServer, queue_name: str, source_name: str
+) -> None:
+    await declare_queue(rabbit.amqp_url, queue_name)
+    bridge = stack.bridge(queue_name, source_name, password="wrong-password-123")
+    deadline = time.monotonic() + 20
+    status: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        try:
+            status = await bridge.get_json("/status")
+        except aiohttp.ClientError:
+            status = {}
+        if status.get("last_error"):
+            break
+        await asyncio.sleep(0.2)
+    assert status["state"] == "ERROR", status
+    assert "The username or password is wrong." in status["last_error"]["message"]
+    assert "eventgrid.auth.iam" in status["last_error"]["message"]
+    ready = await bridge.get_json("/readyz")
+    assert ready["ready"] is False
+    assert bridge.proc is not None
+    assert bridge.proc.poll() is None  # reported, retried slowly, never a crash
+    assert "wrong-password-123" not in bridge.log()
+    assert (await stack.emulator.stats())["api_requests"] == 0

@@ -40,7 +40,9 @@ Choices where eg-api.md is silent (INFERENCE / NOT FOUND there):
   so an unknown project answers 401 to an unauthenticated request. Mode ``token`` with no
   tokens and no IAM users rejects every ``/v1`` request. Each mode accepts only its own
   credential (mode ``aksk`` ignores ``X-Auth-Token``, mode ``token`` ignores signatures),
-  and a token works for every configured project, whatever project it was scoped to.
+  and a token works for every configured project, whatever project it was scoped to. The
+  IAM endpoint's and the AK/SK verifier's own choices are listed in :mod:`.iam` and
+  :mod:`.auth`.
 - Fault defaults by status: 400 ``EG.00014000``, 401 ``APIGW.0301``, 403 ``EG.00014030``,
   404 ``EG.00014040``, 429 ``APIG.0308``, every 5xx ``EG.00015000``; event_ids faults
   ``EG.00513000``. ``path: "*"`` matches every ``/v1`` request once (not its auth stage).

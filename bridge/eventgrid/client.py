@@ -4,6 +4,11 @@ Every failure is mapped at this boundary: an error answer becomes
 :class:`~bridge.errors.EventGridError` (status, error_code, error_msg, request id, Retry-After),
 no answer becomes :class:`~bridge.errors.TransportError` (``timeout`` or ``network``). No
 aiohttp exception escapes, and no message carries a header or credential.
+
+Auth (:mod:`bridge.eventgrid.auth`) sees each request exactly as it goes out: the query is
+the canonical query of eg-api.md §2.2 step 6 and is sent pre-encoded, the body bytes are sent
+as they are (``data=bytes``, never re-serialised), so an AK/SK signature covers what EG
+receives. A 401 gets one retry when the auth can fetch a fresh credential (IAM tokens).
 """
 
 from __future__ import annotations

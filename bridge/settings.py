@@ -288,21 +288,23 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _hold_below_consumer_timeout(self) -> Self:
-        if self.eventgrid.request_timeout_s >= self.forwarding.max_hold_s:
-            raise ValueError(
+        problems = []
+        hold, timeout = self.forwarding.max_hold_s, self.eventgrid.request_timeout_s
+        if timeout >= hold:
+            problems.append(
                 "eventgrid.request_timeout_s must stay below forwarding.max_hold_s (a message "
-                "must be settled within max_hold_s, one request included)"
-            )
+                "is settled within max_hold_s, one request included)")
         limit = self.source.connection.consumer_timeout_s
-        if self.source.type == "RABBITMQ" and self.forwarding.max_hold_s >= limit:
-            raise ValueError(
+        if self.source.type == "RABBITMQ" and hold >= limit:
+            problems.append(
                 "forwarding.max_hold_s must stay below source.connection.consumer_timeout_s "
-                "(the broker closes the channel of a consumer that holds a message longer)"
-            )
-        if self.source.type == "RABBITMQ" and self.eventgrid.request_timeout_s >= limit:
-            raise ValueError(
-                "eventgrid.request_timeout_s must stay below source.connection.consumer_timeout_s"
-            )
+                "(the broker closes the channel of a consumer that holds a message longer)")
+        if self.source.type == "RABBITMQ" and timeout >= limit:
+            problems.append(
+                "eventgrid.request_timeout_s must stay below "
+                "source.connection.consumer_timeout_s")
+        if problems:
+            raise ValueError("\n  - ".join(problems))
         return self
 
 
@@ -333,9 +335,9 @@ def substitute(value: Any, environ: Mapping[str, str], problems: list[str], path
 
 
 def _format_error(err: Mapping[str, Any]) -> str:
-    loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    loc = ".".join(str(p) for p in err["loc"])
     msg = str(err["msg"]).removeprefix("Value error, ")
-    return f"{loc}: {msg}"
+    return f"{loc}: {msg}" if loc else msg
 
 
 def load_settings(path: str | Path | None = None, environ: Mapping[str, str] | None = None

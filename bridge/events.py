@@ -15,13 +15,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
 
-import orjson
-
 from bridge._cevalues import (
     NO_DATA,
     attr_text,
     body_data,
     canonical_json,
+    encode_json,
     ext_name,
     ext_value,
     header_name,
@@ -146,6 +145,10 @@ def to_cloudevent(msg: InboundMessage, *, source: str, default_type: str) -> dic
 def encode_event(event: Mapping[str, Any]) -> bytes:
     """Compact JSON bytes of one event; its length is the event's size (design §6).
 
+    orjson writes it; what orjson refuses but JSON holds (integers beyond 64 bits, data
+    nested more than 255 levels, both from bodies that parsed) goes through the standard
+    library, so a body that parses as JSON is never dead-lettered for its encoding.
+
     Args:
         event: a dict from :func:`to_cloudevent` (any JSON-able mapping works).
 
@@ -154,8 +157,8 @@ def encode_event(event: Mapping[str, Any]) -> bytes:
             with a lone surrogate); a permanent failure like any unconvertible message.
     """
     try:
-        return orjson.dumps(event if type(event) is dict else dict(event))
-    except orjson.JSONEncodeError as exc:
+        return encode_json(event if type(event) is dict else dict(event))
+    except ValueError as exc:
         raise ConversionError(f"event is not JSON-serialisable: {exc}") from None
 
 

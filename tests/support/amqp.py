@@ -7,16 +7,24 @@ under test.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import struct
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import aio_pika
 from pamqp import body as pamqp_body
-from pamqp import commands, frame, header
+from pamqp import commands, encode, frame, header
 from pamqp.exceptions import UnmarshalingException
+
+
+class RawLongString(bytes):
+    """A header value that :func:`publish_raw` sends as an AMQP long string (``S``) holding
+    exactly these bytes, valid UTF-8 or not (pamqp encodes only ``str`` as a long string)."""
+
 
 Publish = Callable[..., Awaitable[list[str | None]]]
 """Type of the ``publish`` fixture: ``await publish(queue, *payloads, **publish_json_options)``."""
@@ -33,6 +41,34 @@ async def declare_queue(
     async with connection:
         channel = await connection.channel()
         await channel.declare_queue(name, durable=durable, arguments=arguments)
+
+
+async def declare_dead_lettered_queue(url: str, name: str, *, durable: bool = True) -> str:
+    """Declare ``name`` with its own DLX: a fanout exchange ``<name>.dlx`` bound to a queue
+    ``<name>.dead``, so a ``basic.nack(requeue=False)`` lands there. Returns that queue's name."""
+    dlx, dead = f"{name}.dlx", f"{name}.dead"
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel()
+        exchange = await channel.declare_exchange(dlx, aio_pika.ExchangeType.FANOUT,
+                                                  durable=durable)
+        queue = await channel.declare_queue(dead, durable=durable)
+        await queue.bind(exchange)
+        await channel.declare_queue(name, durable=durable,
+                                    arguments={"x-dead-letter-exchange": dlx})
+    return dead
+
+
+async def get_all(url: str, queue: str) -> list[aio_pika.abc.AbstractIncomingMessage]:
+    """Take every ready message off ``queue`` (``basic.get`` with auto-ack), oldest first."""
+    taken: list[aio_pika.abc.AbstractIncomingMessage] = []
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel()
+        source = await channel.get_queue(queue, ensure=False)
+        while (message := await source.get(no_ack=True, fail=False)) is not None:
+            taken.append(message)
+    return taken
 
 
 async def publish_json(
@@ -81,9 +117,14 @@ async def publish_raw(url: str, queue: str, body: bytes, **properties: Any) -> N
     Nothing is defaulted: no content type, transient unless ``delivery_mode`` says otherwise,
     and no message id unless given. aiormq gives every message without one a random
     ``message_id``, so this speaks AMQP itself (pamqp frames over a socket) to reach the
-    bridge's "no message id" path. Raises ``RuntimeError`` if the broker refuses the message.
+    bridge's "no message id" path. Header values may be of any AMQP field type pamqp encodes
+    (str, bool, int, float, Decimal, datetime, dict, list, bytearray, None), plus ``bytes``
+    (a byte array, ``x``) and :class:`RawLongString` (a long string of exactly those bytes).
+    Raises ``RuntimeError`` if the broker refuses the message.
     """
     props = aio_pika.Message(body, **properties).properties
+    with _any_header_bytes():
+        content_header = frame.marshal(header.ContentHeader(0, len(body), props), 1)
     parts = urlsplit(url)
     vhost = unquote(parts.path[1:]) or "/"
     login = f"\0{unquote(parts.username or 'guest')}\0{unquote(parts.password or 'guest')}"
@@ -103,7 +144,7 @@ async def publish_raw(url: str, queue: str, body: bytes, **properties: Any) -> N
         send(commands.Confirm.Select(), 1)
         await frames.expect(commands.Confirm.SelectOk)
         send(commands.Basic.Publish(routing_key=queue, mandatory=True), 1)
-        send(header.ContentHeader(0, len(body), props), 1)
+        writer.write(content_header)
         step = (tune.frame_max or 131072) - 8
         for offset in range(0, len(body), step):
             send(pamqp_body.ContentBody(body[offset : offset + step]), 1)
@@ -114,6 +155,28 @@ async def publish_raw(url: str, queue: str, body: bytes, **properties: Any) -> N
         await frames.expect(commands.Connection.CloseOk)
     finally:
         writer.transport.abort()
+
+
+_pamqp_table_value = encode.encode_table_value
+
+
+def _table_value(value: Any) -> bytes:
+    if isinstance(value, RawLongString):
+        return b"S" + struct.pack(">I", len(value)) + bytes(value)
+    if isinstance(value, bytes):
+        return b"x" + struct.pack(">I", len(value)) + value
+    return _pamqp_table_value(value)
+
+
+@contextlib.contextmanager
+def _any_header_bytes() -> Iterator[None]:
+    """Let pamqp's table encoder (looked up by module global, nested tables and arrays too)
+    take ``bytes`` and :class:`RawLongString`; synchronous, so nothing else sees the swap."""
+    encode.encode_table_value = _table_value
+    try:
+        yield
+    finally:
+        encode.encode_table_value = _pamqp_table_value
 
 
 def _sender(writer: asyncio.StreamWriter) -> Callable[[Any, int], None]:

@@ -647,3 +647,161 @@ def test_event_is_json_serialisable_for_odd_messages() -> None:
         identity={"props": {"timestamp": datetime(2024, 1, 1)}},
     )
     orjson.loads(encode_event(convert(m)))
+
+
+# --- issue 5, bad input (cases 9-14): the values the integration tests assert ---------------
+
+
+def test_amqp_byte_array_and_non_utf8_long_strings_are_base64() -> None:
+    # pamqp delivers a byte array (x) as bytearray and a long string (S) that is not UTF-8 as
+    # bytes; nested ones end up inside the JSON text of their table or array.
+    event = convert(
+        msg(
+            headers={
+                "sig": bytearray(b"\x00\xffabc"),
+                "latin": b"caf\xe9",
+                "table": {"raw": b"\xff", "x": bytearray(b"\x01")},
+                "array": [b"\xe9", bytearray(b"\x01\x02")],
+            }
+        )
+    )
+    assert event["sig"] == "AP9hYmM="
+    assert event["latin"] == "Y2Fm6Q=="
+    assert event["table"] == '{"raw":"/w==","x":"AQ=="}'
+    assert event["array"] == '["6Q==","AQI="]'
+
+
+def test_hashed_id_same_for_bytes_and_bytearray_headers() -> None:
+    one = convert(msg(headers={"sig": b"\x00\xff"}))
+    two = convert(msg(headers={"sig": bytearray(b"\x00\xff")}))
+    assert one["id"] == two["id"]
+
+
+def test_issue_header_names() -> None:
+    with capture_logs() as logs:
+        event = convert(
+            msg(
+                message_id="m-1",
+                headers={
+                    "X-Correlation-ID": "corr",
+                    "tenant_id": "lower",
+                    "TENANTID": "upper",
+                    "type": "evil.type",
+                    "id": "evil-id",
+                    **RABBIT_HEADERS,
+                },
+            )
+        )
+    assert extensions(event) == {"xcorrelationid": "corr", "tenantid": "upper"}
+    assert event["id"] == "m-1"
+    assert event["type"] == DEFAULT_TYPE
+    collisions = [e for e in logs if e["event"] == "extension_collision"]
+    assert [(e["kept"], e["dropped"], e["log_level"]) for e in collisions] == [
+        ("TENANTID", "tenant_id", "debug")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "data"),
+    [
+        (b"\x00\xff\xfe\x10", "application/octet-stream", {"base64": "AP/+EA=="}),
+        ('{"d":"数据✓😀"}'.encode(), "application/json", {"d": "数据✓😀"}),
+        ('{"d":"数据✓😀"}'.encode(), None, {"d": "数据✓😀"}),
+        (b"caf\xe9", "text/plain; charset=iso-8859-1", {"text": "café"}),
+        (b'{"a":1}', "text/plain", {"text": '{"a":1}'}),
+        (b'{"a":', "application/json", {"text": '{"a":'}),
+        (b'{"a":', None, {"text": '{"a":'}),
+        (b'{"a":"\xff', "application/json", {"base64": "eyJhIjoi/w=="}),
+    ],
+)
+def test_issue_bodies(body: bytes, content_type: str | None, data: dict[str, Any]) -> None:
+    event = convert(msg(body, content_type=content_type))
+    assert event["data"] == data
+    assert event.get("contenttype") == content_type
+    assert orjson.loads(encode_event(event))["data"] == data
+
+
+def test_unicode_body_is_sent_as_utf8_not_escaped() -> None:
+    event = convert(msg('{"d":"数据✓😀"}'.encode(), content_type="application/json"))
+    encoded = encode_event(event)
+    assert '"data":{"d":"数据✓😀"}'.encode() in encoded
+
+
+def test_empty_body_without_content_type_has_no_data_and_no_contenttype() -> None:
+    event = convert(msg(b"", message_id="e"))
+    assert "data" not in event
+    assert extensions(event) == {}
+
+
+def test_integers_beyond_64_bits_stay_exact() -> None:
+    # orjson would read them as floats (1.2345678901234568e+29); the standard library keeps
+    # them exact and encode_event writes them when orjson cannot.
+    body = (
+        b'{"big":123456789012345678901234567890,"neg":-9223372036854775809,'
+        b'"u64":18446744073709551615,"f":0.5}'
+    )
+    event = convert(msg(body, content_type="application/json"))
+    assert event["data"] == {
+        "big": 123456789012345678901234567890,
+        "neg": -9223372036854775809,
+        "u64": 18446744073709551615,
+        "f": 0.5,
+    }
+    assert type(event["data"]["big"]) is int
+    assert body[:-1] + b"}" in encode_event(event)
+    assert event_size(event) == len(encode_event(event))
+
+
+def test_long_digit_strings_do_not_change_the_data() -> None:
+    body = b'{"card":"1234567890123456789012","n":1.25}'
+    assert convert(msg(body, content_type="application/json"))["data"] == {
+        "card": "1234567890123456789012",
+        "n": 1.25,
+    }
+
+
+def test_big_integers_in_other_charsets_and_structured_events() -> None:
+    body = '{"big":123456789012345678901234567890}'.encode("utf-16")
+    event = convert(msg(body, content_type="application/json; charset=utf-16"))
+    assert event["data"] == {"big": 123456789012345678901234567890}
+    structured = (
+        b'{"specversion":"1.0","id":"i","type":"t","source":"s","data":{"n":99999999999999999999}}'
+    )
+    event = convert(msg(structured, content_type="application/cloudevents+json"))
+    assert event["data"] == {"n": 99999999999999999999}
+    assert b'"n":99999999999999999999' in encode_event(event)
+
+
+@pytest.mark.parametrize(
+    "content_type", ["application/json", "application/json; charset=utf-8", None]
+)
+def test_utf8_byte_order_mark_is_ignored_for_json(content_type: str | None) -> None:
+    event = convert(msg(b'\xef\xbb\xbf{"a":1}', content_type=content_type))
+    assert event["data"] == {"a": 1}
+
+
+def test_byte_order_mark_stays_in_text() -> None:
+    event = convert(msg("\ufeffhello".encode(), content_type="text/plain"))
+    assert event["data"] == {"text": "\ufeffhello"}
+
+
+@pytest.mark.parametrize("depth", [200, 254, 300, 800, 1023, 1030])
+def test_deeply_nested_json_is_sent_or_text_never_unencodable(depth: int) -> None:
+    # orjson reads 1024 levels but writes only 255: a body that parses must still encode.
+    body = b'{"a":' + b"[" * depth + b"]" * depth + b"}"
+    event = convert(msg(body, content_type="application/json"))
+    encoded = encode_event(event)
+    assert event_size(event) == len(encoded)
+    data = event["data"]
+    if "text" in data:
+        assert data == {"text": body.decode()}
+        assert depth > 800
+    else:
+        assert b'"data":' + body in encoded
+        assert depth <= 800
+
+
+def test_encode_event_still_rejects_what_json_cannot_hold() -> None:
+    # The standard-library fallback (here for the big integer) refuses a lone surrogate too.
+    with pytest.raises(ConversionError):
+        encode_event({"id": "x", "big": 2**70, "bad": "\udc80"})

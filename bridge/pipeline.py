@@ -124,7 +124,8 @@ class Pipeline:
         item: Item[Delivery] = Item(delivery, event["id"], encoded)
         if len(encoded) > MAX_EVENT_BYTES or not self._batcher.fits_alone(item):
             self._dead_letter(delivery, "event_too_large", "",
-                              f"event is {len(encoded)} bytes, EG takes {MAX_EVENT_BYTES}")
+                              f"event is {len(encoded)} bytes, EG takes {MAX_EVENT_BYTES}",
+                              event["id"])
             return
         self.unsettled += 1
         m.in_flight.inc()
@@ -227,7 +228,7 @@ class Pipeline:
             else:
                 self._done(item)
                 self._dead_letter(item.delivery, "eg_rejected", failure.error_code,
-                                  failure.error_msg)
+                                  failure.error_msg, item.event_id)
         self._metrics.events_published.inc(accepted)
         if retry:
             codes = sorted({result.failed[i.event_id].error_code for i in retry
@@ -249,7 +250,7 @@ class Pipeline:
         if kind is ErrorKind.PERMANENT:
             item = batch.items[0]
             self._done(item)
-            self._dead_letter(item.delivery, "eg_rejected", code, str(exc))
+            self._dead_letter(item.delivery, "eg_rejected", code, str(exc), item.event_id)
             return
         retry_after = exc.retry_after_s if isinstance(exc, EventGridError) else None
         floor = FATAL_PROBE_FLOOR_S if kind is ErrorKind.FATAL else 0.0
@@ -287,10 +288,13 @@ class Pipeline:
         self.unsettled -= 1
         self._metrics.in_flight.dec()
 
-    def _dead_letter(self, delivery: Delivery, reason: str, code: str, message: str) -> None:
+    def _dead_letter(self, delivery: Delivery, reason: str, code: str, message: str,
+                     event_id: str | None = None) -> None:
         self._metrics.dead_lettered.labels(reason).inc()
         self._note_error("permanent", code, f"{reason}: {message}")
-        log.warning("message dead-lettered", reason=reason, error_code=code, error=message[:300])
+        log.warning("message dead-lettered", reason=reason, error_code=code, error=message[:300],
+                    message_id=delivery.message.message_id, event_id=event_id,
+                    body_bytes=len(delivery.message.body))
         delivery.dead_letter(reason, code)
 
     async def _sweep_held(self) -> None:

@@ -442,11 +442,6 @@ async def test_oversized_message_is_dead_lettered_once_without_holding_back_othe
     await assert_alive_and_ready(bridge)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "no dead-letter log line names the message: bridge/pipeline.py Pipeline._dead_letter logs "
-    "reason, error_code and error ('event is 15728932 bytes, EG takes 65536'), and "
-    "bridge/consumers/rabbitmq.py RabbitConsumer.dead_letter logs queue, reason, error_code; "
-    "neither has the message_id or the event id (issue 5 case 13)"))
 async def test_oversized_message_dead_letter_log_names_its_size_and_id_not_its_body(
     rabbit: RabbitServer, sink: Sink, queue_name: str, dead_queue: str, source_name: str,
     tmp_path: Path, bridges: list[BridgeProcess],

@@ -12,6 +12,7 @@ from bridge.emulator.auth import Authenticator, allow_all
 from bridge.emulator.errors import bad_json
 from bridge.emulator.eventlog import EventLog
 from bridge.emulator.faults import FaultTable
+from bridge.emulator.jsonio import dumps
 from bridge.emulator.store import Project, Stats, Store
 from bridge.emulator.tokens import TokenBook
 
@@ -54,7 +55,7 @@ def project_of(request: web.Request) -> Project:
 
 def json_response(data: Any, status: int = 200) -> web.Response:
     """A JSON response serialised with orjson."""
-    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
+    return web.Response(body=dumps(data), status=status, content_type="application/json")
 
 
 def no_content() -> web.Response:
@@ -86,3 +87,4 @@ EXTRA_HEADERS: web.RequestKey[dict[str, str]] = web.RequestKey("eg_emulator_extr
 def extra_headers(request: web.Request) -> dict[str, str]:
     """The mutable extra response headers of ``request`` (set by the middleware)."""
     return request[EXTRA_HEADERS]
+

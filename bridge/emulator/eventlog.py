@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import BinaryIO
 
-import orjson
-
 from bridge.emulator.errors import JsonObject
+from bridge.emulator.jsonio import dumps
 from bridge.emulator.store import utc_now
 
 
@@ -42,7 +41,7 @@ class EventLog:
         new = [{"received_at": received_at, "channel_id": channel_id, "event": e} for e in events]
         self.records.extend(new)
         if self._file is not None and new:
-            self._file.write(b"".join(orjson.dumps(r) + b"\n" for r in new))
+            self._file.write(b"".join(dumps(r) + b"\n" for r in new))
             self._file.flush()
 
     def query(

@@ -6,7 +6,6 @@ Request-level problems fail the whole request; per-event problems fail only that
 
 from __future__ import annotations
 
-import orjson
 from aiohttp import web
 
 from bridge.emulator import errors
@@ -19,6 +18,7 @@ from bridge.emulator.context import (
 )
 from bridge.emulator.errors import ApiError, JsonObject, invalid_params
 from bridge.emulator.faults import apply_faults
+from bridge.emulator.jsonio import dumps
 
 MAX_EVENTS = 20
 """EG limit: 20 events per request (eg-api §5)."""
@@ -68,7 +68,7 @@ def check_event(event: object) -> EventResult:
     and no ``data_base64`` (``EG.00513000``, naming each bad attribute). Unknown keys pass."""
     if not isinstance(event, dict):
         return errors.INVALID_PARAMS, "Invalid event: must be a JSON object"
-    size = len(orjson.dumps(event))
+    size = len(dumps(event))
     if size > MAX_EVENT_BYTES:
         return errors.EVENT_TOO_LARGE, f"An event is too large: {size} > {MAX_EVENT_BYTES} bytes"
     bad = [f"{k}: required, a non-empty string" for k in REQUIRED_ATTRIBUTES if not _text(event, k)]

@@ -56,7 +56,9 @@ fi
 stamp=.venv/.eg-bridge-deps
 want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-    echo "setup.sh: installing eg-bridge[dev] into .venv"
-    quiet .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+    echo "setup.sh: installing eg-bridge[dev,rocketmq] into .venv"
+    quiet .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev,rocketmq]'
     echo "$want" >"$stamp"
 fi
+# The native librocketmq for the RocketMQ extra (checksummed; a no-op once in place).
+quiet .venv/bin/python -m bridge.consumers.rocketmq_install --quiet

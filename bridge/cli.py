@@ -14,7 +14,7 @@ import orjson
 
 from bridge import __version__
 from bridge.errors import BridgeError, ConfigError
-from bridge.logs import configure_logging, settings_secrets
+from bridge.logs import Redactor, configure_logging, settings_secrets
 from bridge.settings import Settings, load_settings
 
 EXIT_ERROR = 1
@@ -73,7 +73,8 @@ def run(config_path: str | None) -> None:
 def check(config_path: str | None) -> None:
     """Validate the config and print it with secrets masked."""
     settings = _load(config_path)
-    click.echo(orjson.dumps(settings.model_dump(mode="json"), option=orjson.OPT_INDENT_2))
+    text = orjson.dumps(settings.model_dump(mode="json"), option=orjson.OPT_INDENT_2).decode()
+    click.echo(Redactor(settings_secrets(settings)).redact(text))  # URL credentials too
 
 
 @main.command()

@@ -292,7 +292,11 @@ class Bridge:
         """The /status document (design §8)."""
         src = self.source or {}
         m = self.metrics
-        last_error = self.pipeline.last_error or self._error
+        errors = [e for e in (self.pipeline.last_error, self._error, self.consumer.last_error)
+                  if e]
+        last_error = max(errors, key=lambda e: str(e["at"])) if errors else None
+        if last_error is not None:
+            last_error = {**last_error, "message": self._redact(str(last_error["message"]))}
         return {
             "state": self.state,
             "ready": self.readiness()[0],

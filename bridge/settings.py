@@ -36,6 +36,15 @@ _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _HOST_PORT = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[^\s:/@]+):(\d{1,5})$")
 
 
+def _secret_from(value: SecretStr | None, path: Path | None, name: str) -> SecretStr | None:
+    """``value``, or the content of ``path`` (``<name>_file``); both given is an error."""
+    if path is None:
+        return value
+    if value is not None:
+        raise ValueError(f"give {name} or {name}_file, not both")
+    return _read_secret_file(path)
+
+
 def _read_secret_file(path: Path) -> SecretStr:
     """Read a secret from ``path`` (one trailing newline stripped). Raises ValueError."""
     try:
@@ -52,7 +61,7 @@ def host_port(value: str) -> tuple[str, int]:
     """Split ``"host:port"`` (IPv6 in brackets) into (host, port). Raises ValueError."""
     m = _HOST_PORT.match(value)
     if not m or not 0 < int(m.group(2)) < 65536:
-        raise ValueError(f"expected host:port, got {value!r}")
+        raise ValueError("expected host:port (e.g. 127.0.0.1:5672), without user or scheme")
     return m.group(1).strip("[]"), int(m.group(2))
 
 
@@ -73,8 +82,8 @@ class IamAuth(_Model):
 
     @model_validator(mode="after")
     def _secret(self) -> Self:
-        if self.password_file is not None:
-            object.__setattr__(self, "password", _read_secret_file(self.password_file))
+        password = _secret_from(self.password, self.password_file, "password")
+        object.__setattr__(self, "password", password)
         if self.password is None:
             raise ValueError("password or password_file is required")
         return self
@@ -89,8 +98,8 @@ class AkSkAuth(_Model):
 
     @model_validator(mode="after")
     def _secret(self) -> Self:
-        if self.secret_key_file is not None:
-            object.__setattr__(self, "secret_key", _read_secret_file(self.secret_key_file))
+        secret = _secret_from(self.secret_key, self.secret_key_file, "secret_key")
+        object.__setattr__(self, "secret_key", secret)
         if self.secret_key is None:
             raise ValueError("secret_key or secret_key_file is required")
         return self
@@ -107,8 +116,9 @@ class AuthSettings(_Model):
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Self:
-        if self.token_file is not None:
-            object.__setattr__(self, "token", _read_secret_file(self.token_file))
+        object.__setattr__(self, "token", _secret_from(self.token, self.token_file, "token"))
+        if self.token is not None and not self.token.get_secret_value().strip():
+            raise ValueError("token is empty")
         chosen = [k for k in ("token", "iam", "aksk") if getattr(self, k) is not None]
         if self.none:
             chosen.append("none")
@@ -164,10 +174,10 @@ class SourceDetail(BaseModel):
 
     @model_validator(mode="after")
     def _secret_files(self) -> Self:
-        if self.password_file is not None:
-            object.__setattr__(self, "password", _read_secret_file(self.password_file))
-        if self.secret_key_file is not None:
-            object.__setattr__(self, "secret_key", _read_secret_file(self.secret_key_file))
+        object.__setattr__(self, "password",
+                           _secret_from(self.password, self.password_file, "password"))
+        object.__setattr__(self, "secret_key",
+                           _secret_from(self.secret_key, self.secret_key_file, "secret_key"))
         return self
 
 
@@ -363,8 +373,10 @@ def load_settings(path: str | Path | None = None, environ: Mapping[str, str] | N
         raise ConfigError([f"cannot read config file {str(path)!r}: {exc.strerror}"]) from None
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
-        at = f" at line {where.line + 1}" if where else ""
-        raise ConfigError([f"config file {str(path)!r} is not valid YAML{at}"]) from None
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+        problem = getattr(exc, "problem", None)
+        why = f": {problem}" if problem else ""
+        raise ConfigError([f"config file {str(path)!r} is not valid YAML{at}{why}"]) from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import os
 import signal
@@ -35,13 +36,15 @@ STATE = RUN / "stack.json"
 CHANNEL_ID = "11111111-2222-3333-4444-555555555555"
 SOURCE = "demo-orders"
 QUEUE = "demo-orders"
-NODE = "egb-demo@localhost"
+# One node name per checkout: two clones can run their stacks side by side.
+NODE = f"egb-demo-{hashlib.sha256(str(ROOT).encode()).hexdigest()[:8]}@localhost"
 EG_BRIDGE = [sys.executable, "-m", "bridge"]
 
 
 def port_or_free(preferred: int) -> int:
     """``preferred`` when nothing listens there, else a free port."""
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is free
         try:
             sock.bind(("127.0.0.1", preferred))
         except OSError:
@@ -106,6 +109,7 @@ async def publish_samples(amqp_url: str) -> list[str]:
 def up() -> None:
     """Start the stack, publish the samples, show the events."""
     if STATE.exists():
+        print("stack: stopping the stack that is still running first")
         down(quiet=True)
     RUN.mkdir(exist_ok=True)
     amqp_port, emu_port, status_port = port_or_free(5672), port_or_free(8088), port_or_free(8081)

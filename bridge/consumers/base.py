@@ -69,6 +69,11 @@ class Consumer(Protocol):
         ...
 
     @property
+    def last_error(self) -> Mapping[str, Any] | None:
+        """The latest broker problem (``at``, ``kind``, ``error_code``, ``message``), or None."""
+        ...
+
+    @property
     def attached(self) -> bool:
         """A consumer is registered on an open channel / the consumer runs (design §8)."""
         ...

@@ -26,6 +26,8 @@ from bridge.events import InboundMessage
 from bridge.settings import ConnectionSettings, SourceDetail, host_port
 
 log = structlog.get_logger("bridge.consumers.rabbitmq")
+CLOSE_STEP_TIMEOUT_S = 5.0
+"""Longest wait for one shutdown step, so a broker outage never blocks SIGTERM."""
 DEAD_LETTER_RETRY_S = 5.0
 """Pause before requeueing a message whose dead-letter publish failed."""
 DLX_WARNING = "dead-lettered by the queue's DLX if it has one, otherwise dropped by the broker"
@@ -92,6 +94,8 @@ class RabbitConsumer:
         self._ackers: dict[int, ChannelAcker] = {}
         self._dl_tasks: set[asyncio.Task[None]] = set()
         self._connected = False
+        self.last_error: dict[str, Any] | None = None
+        """The latest broker problem (``at``, ``kind``, ``error_code``, ``message``)."""
 
     async def start(self, handler: DeliveryHandler) -> None:
         """Connect, check or declare the queue, set the prefetch, start consuming.
@@ -118,6 +122,9 @@ class RabbitConsumer:
         self._connection.reconnect_callbacks.add(self._on_reconnect)
         try:
             await self._subscribe()
+        except ConsumerError:
+            await self._connection.close()
+            raise
         except Exception as exc:
             await self._connection.close()
             raise ConsumerError(
@@ -135,12 +142,25 @@ class RabbitConsumer:
             self._queue = await self._channel.declare_queue(self._queue_name, passive=True)
         if self._conn_settings.dead_letter_exchange:
             self._dlx_channel = await self._connection.channel(publisher_confirms=True)
+            try:  # a missing exchange would fail every dead letter: refuse to start instead
+                await self._dlx_channel.get_exchange(self._conn_settings.dead_letter_exchange,
+                                                     ensure=True)
+            except Exception:
+                raise ConsumerError(
+                    f"connection.dead_letter_exchange "
+                    f"{self._conn_settings.dead_letter_exchange!r} does not exist on the broker"
+                ) from None
         self._consumer_tag = await self._queue.consume(self._on_message, no_ack=False)
+
+    def _note(self, message: str) -> None:
+        self.last_error = {"at": datetime.now(UTC).isoformat(), "kind": "broker",
+                           "error_code": "", "message": message}
 
     def _on_close(self, _sender: Any, exc: BaseException | None = None) -> None:
         if self._connected:
-            log.warning("broker connection lost", broker=self._url,
-                        error=type(exc).__name__ if exc else None)
+            error = f"{type(exc).__name__}: {exc}" if exc else "closed"
+            self._note(f"broker connection to {self._url} lost ({error})"[:500])
+            log.warning("broker connection lost", broker=self._url, error=error[:300])
         self._connected = False
         self._ackers.clear()
 
@@ -184,7 +204,8 @@ class RabbitConsumer:
                     error_code: str) -> None:
         """Route one message to the dead-letter path (see :meth:`RabbitDelivery.dead_letter`)."""
         if not self._conn_settings.dead_letter_exchange:
-            log.warning(DLX_WARNING, queue=self._queue_name, reason=reason, error_code=error_code)
+            log.warning(DLX_WARNING, queue=self._queue_name, reason=reason, error_code=error_code,
+                        message_id=raw.message_id, routing_key=raw.routing_key)
             acker.settle(tag, Fate.REJECT)
             return
         task = asyncio.create_task(self._publish_dead_letter(raw, acker, tag, reason, error_code))
@@ -208,33 +229,35 @@ class RabbitConsumer:
         except Exception as exc:  # any failure: keep the message, retry later
             log.error("dead-letter publish failed, message requeued after a pause",
                       exchange=exchange_name, reason=reason, error=type(exc).__name__,
-                      pause_s=DEAD_LETTER_RETRY_S)
+                      message_id=raw.message_id, pause_s=DEAD_LETTER_RETRY_S)
             await asyncio.sleep(DEAD_LETTER_RETRY_S)  # a requeue loop, but never a hot one
             acker.settle(tag, Fate.REQUEUE)
             return
         log.warning("message published to the dead-letter exchange", exchange=exchange_name,
-                    reason=reason, error_code=error_code)
+                    reason=reason, error_code=error_code, message_id=raw.message_id)
         acker.settle(tag, Fate.ACK)
 
     async def stop_intake(self) -> None:
         """``basic.cancel``: the broker stops delivering; settlements keep working."""
         if self._queue is not None and self._consumer_tag is not None:
-            with contextlib.suppress(Exception):
-                await self._queue.cancel(self._consumer_tag)
-            log.info("consumer cancelled", queue=self._queue_name)
+            attached = self.attached
+            with contextlib.suppress(Exception):  # a lost connection has no consumer to cancel
+                await asyncio.wait_for(self._queue.cancel(self._consumer_tag),
+                                       CLOSE_STEP_TIMEOUT_S if attached else 0.01)
+            log.info("consumer cancelled", queue=self._queue_name, connected=attached)
             self._consumer_tag = None
 
     async def close(self) -> None:
         """Write pending settlements, then close the connection."""
         if self._dl_tasks:
-            await asyncio.wait(list(self._dl_tasks), timeout=5)
+            await asyncio.wait(list(self._dl_tasks), timeout=CLOSE_STEP_TIMEOUT_S)
         for acker in list(self._ackers.values()):
             with contextlib.suppress(Exception):
-                await acker.drain()
+                await asyncio.wait_for(acker.drain(), CLOSE_STEP_TIMEOUT_S)
         if self._connection is not None:
             self._connected = False
-            with contextlib.suppress(Exception):
-                await self._connection.close()
+            with contextlib.suppress(Exception):  # unsettled messages go back to the broker
+                await asyncio.wait_for(self._connection.close(), CLOSE_STEP_TIMEOUT_S)
             self._connection = None
 
     @property
@@ -262,6 +285,8 @@ class RabbitConsumer:
                 if now:
                     log.info("consumer attached again", queue=self._queue_name, broker=self._url)
                 else:
+                    self._note(f"consumer on queue {self._queue_name!r} detached (connection "
+                               f"{'open' if self._connected else 'lost'})")
                     log.warning("consumer detached", queue=self._queue_name, broker=self._url,
                                 connection_open=self._connected)
             was = now

@@ -63,6 +63,10 @@ async def ready_code(bridge: BridgeProcess) -> int:
         return 0
 
 
+async def not_ready(bridge: BridgeProcess) -> bool:
+    return await ready_code(bridge) == 503
+
+
 async def is_ready(bridge: BridgeProcess) -> bool:
     return await ready_code(bridge) == 200
 
@@ -70,7 +74,10 @@ async def is_ready(bridge: BridgeProcess) -> bool:
 async def wait_until(check: Any, timeout_s: float, what: str) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        result = check()
+        try:
+            result = check()
+        except KeyError:  # a queue not (yet) listed after a broker restart
+            result = False
         if asyncio.iscoroutine(result):
             result = await result
         if result:
@@ -160,6 +167,14 @@ async def test_queue_deleted_and_redeclared_consumption_resumes(
     async with connection:
         channel = await connection.channel()
         await channel.queue_delete(queue_name)
+    # While the queue is missing the consumer is gone: readiness says so.
+    await wait_until(lambda: not_ready(bridge), 10, "not ready without a queue")
+
+    async def broker_error() -> bool:
+        status = await bridge.get_json("/status")
+        return status["state"] == "ERROR" and (status["last_error"] or {}).get("kind") == "broker"
+
+    await wait_until(broker_error, 5, "/status naming the broker problem")
     await declare_queue(rabbit.amqp_url, queue_name)
     await wait_until(lambda: is_ready(bridge), 30, "ready again")
     await wait_until(

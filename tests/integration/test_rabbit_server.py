@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import time
 import tempfile
 from pathlib import Path
 from urllib.parse import quote
@@ -66,7 +67,18 @@ async def test_kill_then_restart_keeps_durable_messages(rabbit_factory: RabbitFa
         socket.create_connection(("127.0.0.1", node.amqp_port), timeout=1).close()
     node.restart()
 
-    assert node.queue_counts("durable-q") == (300, 0)
+    # Durable queues are recovered right after boot; under load list_queues can miss them
+    # for a moment, which is the broker's timing, not a lost queue.
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            counts = node.queue_counts("durable-q")
+            break
+        except KeyError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+    assert counts == (300, 0)
     connection = await aio_pika.connect(node.amqp_url)
     async with connection:
         queue = await (await connection.channel()).get_queue("durable-q")

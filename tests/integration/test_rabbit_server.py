@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import time
 import tempfile
+import time
 from pathlib import Path
 from urllib.parse import quote
 

@@ -1,0 +1,259 @@
+"""RocketMQ consumer on rocketmq-client-python 2.0.0 over librocketmq (issue 6;
+shared/rocketmq.md §1; shared/design.md §6, §7).
+
+A clustering ``PushConsumer`` of ``detail.group`` subscribed to ``detail.topic`` with the tag
+expression ``connection.tags``, batch size 1, ``connection.threads`` consume threads (so at
+most that many messages are in the pipeline at once). Each callback runs on a native thread:
+it copies the message (the C pointer dies with the callback), hands a :class:`RocketDelivery`
+to the loop with ``call_soon_threadsafe`` and blocks on it until the pipeline settles it: ack
+-> ``CONSUME_SUCCESS``; requeue or dead-letter -> ``RECONSUME_LATER`` (the client sends its
+pull batch back to ``%RETRY%<group>``, see :mod:`bridge.consumers.rocketmq_delivery`; after
+the broker's retry limit it lands in ``%DLQ%<group>``, design §7). While EG fails transiently
+the pipeline keeps retrying, so the thread keeps waiting (an outage does not walk messages to
+``%DLQ%``).
+
+Rules from rocketmq.md §1 applied here: never raise from the callback; keep a strong reference
+to the native consumer for the life of the process; start and shutdown off the event loop
+thread; a stop flag before shutdown; ``SetPushConsumerMessageTrace(handle, 0)`` before start
+(the 2.1.0 library otherwise segfaults in shutdown; side effect: the client also publishes
+trace records); no TLS in this client, so ``ssl_enable: true`` is a configuration error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import threading
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from types import ModuleType
+from typing import Any
+
+import structlog
+
+from bridge.consumers.base import DeliveryHandler
+from bridge.consumers.rocketmq_delivery import RECONSUME_LATER, RocketDelivery, copy_message
+from bridge.consumers.rocketmq_probe import LIKELY_CAUSES, check_route
+from bridge.errors import ConfigError, ConsumerError
+from bridge.settings import ConnectionSettings, SourceDetail, host_port
+
+log = structlog.get_logger("bridge.consumers.rocketmq")
+INSTALL_HINT = ("pip install 'eg-bridge[rocketmq]' && python -m bridge.consumers.rocketmq_install"
+                " (rocketmq-client-python 2.0.0 and its native librocketmq)")
+SHUTDOWN_RELEASE_S = 0.5
+"""Callbacks that arrive after the stop flag are held this long into the native shutdown, so
+the consume pool is stopped before they return: pull batches still queued are not started
+(they stay uncommitted and are consumed after a restart) instead of being sent back."""
+_KEEP_ALIVE: list[Any] = []
+"""Native consumers live as long as the process: their ctypes callbacks must never be freed."""
+
+
+def load_driver() -> tuple[ModuleType, Any]:
+    """Import ``rocketmq.client`` and its loaded library (lazily: RabbitMQ never loads it).
+
+    Raises:
+        ConfigError: the client or its native library is missing; the text says how to
+            install both.
+    """
+    try:
+        from rocketmq import client, ffi  # type: ignore[import-untyped, import-not-found, unused-ignore]  # noqa: PLC0415
+    except (ImportError, OSError) as exc:
+        raise ConfigError([f"source.type ROCKETMQ: the RocketMQ client cannot be loaded "
+                           f"({type(exc).__name__}: {exc}); install it: {INSTALL_HINT}"]) from None
+    return client, ffi.dll
+
+
+def name_servers(value: str) -> str:
+    """``detail.namesrv_address`` as the client wants it: ``h1:p1;h2:p2`` (commas accepted).
+
+    Raises:
+        ValueError: an entry is not ``host:port``.
+    """
+    entries = [e.strip() for e in value.replace(",", ";").split(";") if e.strip()]
+    for entry in entries:
+        host_port(entry)
+    if not entries:
+        raise ValueError("no name server address")
+    return ";".join(entries)
+
+
+class RocketConsumer:
+    """Consumes one topic for one group and hands each message to the pipeline.
+
+    Args:
+        detail: the source detail: ``group``, ``topic``, ``namesrv_address``, ``enable_acl``
+            with ``access_key``/``secret_key``, ``ssl_enable``.
+        connection: ``tags``, ``threads``, ``properties``.
+        wait_timeout_s: the longest a consume thread waits for its message's settlement, in
+            seconds; the pipeline settles within ``max_hold_s`` plus one request, so this is a
+            safety net (then ``RECONSUME_LATER``; a late ack is ignored: a duplicate at most).
+
+    Raises:
+        ConfigError: ``ssl_enable`` is true (this client has no TLS), ACL keys are missing,
+            the name server address is malformed, or the library is not installed.
+    """
+
+    def __init__(self, detail: SourceDetail, connection: ConnectionSettings,
+                 wait_timeout_s: float = 900.0) -> None:
+        problems = []
+        if detail.ssl_enable:
+            problems.append("source.detail.ssl_enable: the RocketMQ TCP client "
+                            "(rocketmq-client-python 2.0.0, client-cpp 2.1.0) has no TLS; use "
+                            "an instance in PLAINTEXT or PERMISSIVE mode")
+        if detail.enable_acl and not (detail.access_key and detail.secret_key):
+            problems.append("source.detail: enable_acl needs access_key and secret_key")
+        try:
+            self._namesrv = name_servers(detail.namesrv_address or "")
+        except ValueError as exc:
+            problems.append(f"source.detail.namesrv_address: {exc}")
+        if problems:
+            raise ConfigError(problems)
+        self._client, self._dll = load_driver()
+        self._group, self._topic = detail.group or "", detail.topic or ""
+        self._credentials = (detail.access_key.get_secret_value(),
+                             detail.secret_key.get_secret_value()) if (
+            detail.enable_acl and detail.access_key and detail.secret_key) else None
+        self._conn = connection
+        self._wait_timeout_s = wait_timeout_s
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._handler: DeliveryHandler | None = None
+        self._native: Any = None
+        self._started = False
+        self._stopping = threading.Event()
+        self._released = threading.Event()
+        self._lock = threading.Lock()
+        self._outstanding: set[RocketDelivery] = set()
+        self.last_error: dict[str, Any] | None = None
+
+    async def start(self, handler: DeliveryHandler) -> None:
+        """Check the route, then create, configure and start the native push consumer.
+
+        Raises:
+            ConsumerError: the route check failed (the text names the step and the likely
+                causes: name server, topic, ACL keys) or the native start failed.
+        """
+        self._loop = asyncio.get_running_loop()
+        self._handler = handler
+        try:
+            await check_route(self._namesrv, self._topic, self._group, self._credentials)
+        except ConsumerError as exc:
+            self._note(str(exc))
+            raise
+        native = self._client.PushConsumer(self._group)  # clustering is the default model
+        _KEEP_ALIVE.append(native)
+        native.set_name_server_address(self._namesrv)
+        if self._credentials is not None:
+            native.set_session_credentials(self._credentials[0], self._credentials[1], "")
+        native.set_thread_count(self._conn.threads)
+        native.set_message_batch_max_size(1)
+        native.subscribe(self._topic, self._on_message, self._conn.tags or "*")
+        self._dll.SetPushConsumerMessageTrace.argtypes = [ctypes.c_void_p, ctypes.c_int]
+        self._dll.SetPushConsumerMessageTrace(native._handle, 0)
+        try:
+            await asyncio.to_thread(native.start)
+        except Exception as exc:
+            text = str(exc).split(",error:")[0][:300]
+            hint = f"; {LIKELY_CAUSES}" if "route" in text.lower() else ""
+            self._note(f"RocketMQ consumer did not start: {text}{hint}")
+            raise ConsumerError(f"RocketMQ consumer did not start: {text}{hint}") from None
+        self._native = native
+        self._started = True
+        log.info("consumer attached", topic=self._topic, group=self._group,
+                 namesrv=self._namesrv, tags=self._conn.tags, threads=self._conn.threads,
+                 acl=self._credentials is not None)
+
+    def _note(self, message: str) -> None:
+        self.last_error = {"at": datetime.now(UTC).isoformat(), "kind": "broker",
+                           "error_code": "", "message": message[:500]}
+
+    # -- native consume threads ----------------------------------------------------------------
+
+    def _on_message(self, msg: Any) -> int:
+        """The native callback: returns a consume status and never raises."""
+        try:
+            if self._stopping.is_set():
+                self._released.wait(self._wait_timeout_s)
+                return RECONSUME_LATER
+            message, reconsume = copy_message(msg, self._conn.properties)
+            delivery = RocketDelivery(message, reconsume)
+            with self._lock:
+                self._outstanding.add(delivery)
+            try:
+                assert self._loop is not None
+                self._loop.call_soon_threadsafe(self._dispatch, delivery)
+                if not delivery.wait(self._wait_timeout_s):
+                    delivery.requeue()
+                return delivery.status
+            finally:
+                with self._lock:
+                    self._outstanding.discard(delivery)
+        except BaseException:  # C must get a valid status (rocketmq.md §1 rule 5)
+            return RECONSUME_LATER
+
+    def _dispatch(self, delivery: RocketDelivery) -> None:
+        """On the loop thread: hand the delivery to the pipeline."""
+        if delivery.reconsume_times:
+            log.info("message redelivered by the broker", message_id=delivery.message.message_id,
+                     reconsume_times=delivery.reconsume_times)
+        if self._handler is None or self._stopping.is_set():
+            delivery.requeue()
+            return
+        try:
+            self._handler(delivery)
+        except Exception:
+            log.exception("pipeline refused a message; it goes back to the broker")
+            delivery.requeue()
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def stop_intake(self) -> None:
+        """Set the stop flag: callbacks from now on hand nothing to the pipeline and return
+        ``RECONSUME_LATER`` once the shutdown has stopped the consume pool."""
+        if not self._stopping.is_set():
+            self._stopping.set()
+            log.info("consumer intake stopped", topic=self._topic, group=self._group)
+
+    def _release(self) -> None:
+        self._released.set()
+        with self._lock:
+            held = list(self._outstanding)
+        for delivery in held:
+            delivery.requeue()
+
+    async def close(self) -> None:
+        """Shut the native consumer down off the loop (it joins the consume threads and commits
+        the final offsets); messages still held return ``RECONSUME_LATER``."""
+        await self.stop_intake()
+        if self._native is None or not self._started:
+            self._release()
+            return
+        self._started = False
+        assert self._loop is not None
+        timer = self._loop.call_later(SHUTDOWN_RELEASE_S, self._release)
+        try:
+            await asyncio.to_thread(self._native.shutdown)
+        except Exception as exc:
+            log.warning("RocketMQ consumer shutdown failed", error=str(exc)[:300])
+        finally:
+            timer.cancel()
+            self._release()
+        log.info("consumer closed", topic=self._topic, group=self._group)
+
+    @property
+    def attached(self) -> bool:
+        """The native consumer started and is not shut down (design §8)."""
+        return self._started and not self._stopping.is_set()
+
+    async def watch(self, period_s: float = 1.0) -> None:
+        """Log every change of :attr:`attached` until cancelled (run it as a task)."""
+        was = self.attached
+        while True:
+            await asyncio.sleep(period_s)
+            if self.attached != was:
+                was = self.attached
+                log.info("consumer attached" if was else "consumer detached", topic=self._topic)
+
+    def describe(self) -> Mapping[str, Any]:
+        """Status fields: ``type``, ``connected``, ``topic``, ``group``, ``namesrv``."""
+        return {"type": "ROCKETMQ", "connected": self.attached, "topic": self._topic,
+                "group": self._group, "namesrv": self._namesrv}

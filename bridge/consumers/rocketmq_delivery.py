@@ -1,0 +1,104 @@
+"""One RocketMQ message on its way through the pipeline (issue 6; shared/rocketmq.md §1;
+shared/design.md §6, §7).
+
+:func:`copy_message` copies a ``rocketmq.client.ReceivedMessage`` (a C pointer valid only
+during the native callback) into an :class:`~bridge.events.InboundMessage`;
+:class:`RocketDelivery` holds the consume thread's answer until the pipeline settles it.
+
+The client (client-cpp 2.1.0) hands one pull batch (up to 32 messages of one queue) to one
+consume thread and calls Python once per message; a ``RECONSUME_LATER`` makes it send the
+whole batch back to ``%RETRY%<group>``, messages already acknowledged included (duplicates
+with the same id; ``DefaultMQPushConsumerImpl.cpp``, ``ConsumeMessageConcurrentlyService.cpp``).
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+from typing import Any
+
+from bridge.events import InboundMessage
+
+CONSUME_SUCCESS, RECONSUME_LATER = 0, 1
+"""``rocketmq.client.ConsumeStatus`` values."""
+
+
+def _text(value: bytes | str | None) -> str:
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else value.decode("utf-8", "replace")
+
+
+class RocketDelivery:
+    """One RocketMQ message held by its consume thread until settled (exactly once).
+
+    Attributes:
+        message: the copied message.
+        reconsume_times: how often the broker redelivered it (0 on the first delivery).
+        status: the consume status the thread returns (``RECONSUME_LATER`` until acked).
+    """
+
+    __slots__ = ("_done", "message", "reconsume_times", "status")
+
+    def __init__(self, message: InboundMessage, reconsume_times: int) -> None:
+        self.message = message
+        self.reconsume_times = reconsume_times
+        self.status = RECONSUME_LATER
+        self._done = threading.Event()
+
+    @property
+    def redelivered(self) -> bool:
+        """The broker delivered it before (reconsume times > 0)."""
+        return self.reconsume_times > 0
+
+    def _settle(self, status: int) -> None:
+        if not self._done.is_set():
+            self.status = status
+            self._done.set()
+
+    def ack(self) -> None:
+        """EG accepted the event: the thread returns ``CONSUME_SUCCESS``."""
+        self._settle(CONSUME_SUCCESS)
+
+    def requeue(self) -> None:
+        """The thread returns ``RECONSUME_LATER``: redelivered later from ``%RETRY%``."""
+        self._settle(RECONSUME_LATER)
+
+    def dead_letter(self, reason: str, error_code: str) -> None:
+        """``RECONSUME_LATER`` until the broker's retry limit moves it to ``%DLQ%<group>``
+        (design §7: the bridge cannot put it there itself)."""
+        self._settle(RECONSUME_LATER)
+
+    def wait(self, timeout_s: float) -> bool:
+        """Block the calling (native) thread until settled; False after ``timeout_s``."""
+        return self._done.wait(timeout_s)
+
+
+def copy_message(msg: Any, properties: list[str]) -> tuple[InboundMessage, int]:
+    """Copy a ``ReceivedMessage`` (valid only during the callback) into an InboundMessage.
+
+    The id is ``ORIGIN_MESSAGE_ID`` when set (a retry of a message without ``UNIQ_KEY``), else
+    the client's id (``UNIQ_KEY``, else the offset id), so it is stable across redeliveries
+    (design §6). Bodies end at the first NUL byte: the native client cannot report their
+    length (rocketmq.md §1).
+
+    Returns:
+        (message, reconsume_times).
+    """
+    origin = _text(msg.get_property("ORIGIN_MESSAGE_ID"))
+    headers = {}
+    for name in properties:
+        value = _text(msg.get_property(name))  # "" for a missing property
+        if value:
+            headers[name] = value
+    born_ms = int(msg.born_timestamp)
+    message = InboundMessage(
+        body=msg.body or b"",
+        received_at=datetime.now(UTC),
+        headers=headers,
+        message_id=origin or msg.id,
+        subject=_text(msg.tags) or None,
+        timestamp=datetime.fromtimestamp(born_ms / 1000, UTC) if born_ms > 0 else None,
+        keys=_text(msg.keys) or None,
+    )
+    return message, int(msg.reconsume_times)

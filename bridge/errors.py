@@ -66,6 +66,8 @@ class EventGridError(BridgeError):
         request_id: the ``X-Request-Id`` response header (or the body's ``request_id``).
         retry_after_s: the ``Retry-After`` header in seconds when it parsed and lies ahead,
             else None.
+        operation: what was asked, e.g. ``"POST /sources at eg.example.com:443"`` (never
+            credentials), so the message says where to look.
     """
 
     def __init__(
@@ -75,14 +77,18 @@ class EventGridError(BridgeError):
         error_msg: str = "",
         request_id: str = "",
         retry_after_s: float | None = None,
+        *,
+        operation: str = "",
     ) -> None:
         self.status = status
         self.error_code = error_code
         self.error_msg = error_msg
         self.request_id = request_id
         self.retry_after_s = retry_after_s
+        self.operation = operation
         super().__init__(
             f"EG error {status} {error_code or '-'}: {error_msg or '-'}"
+            + (f" [{operation}]" if operation else "")
             + (f" (request id {request_id})" if request_id else "")
         )
 

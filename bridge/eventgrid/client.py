@@ -29,7 +29,8 @@ LIST_PAGE_SIZE = 100
 _JSON = {"Content-Type": "application/json"}
 
 
-def _error_from(status: int, body: bytes, headers: Mapping[str, str]) -> EventGridError:
+def _error_from(status: int, body: bytes, headers: Mapping[str, str],
+                operation: str = "") -> EventGridError:
     """Parse an EG error body (eg-api.md §6): ``error_code``/``error_msg``, else
     ``errorCode``/``errorMsg``, else ``code``/``message``, as the Python SDK does."""
     try:
@@ -44,7 +45,8 @@ def _error_from(status: int, body: bytes, headers: Mapping[str, str]) -> EventGr
         msg = body[:200].decode("utf-8", "replace")
     request_id = headers.get("X-Request-Id") or str(data.get("request_id") or "")
     return EventGridError(
-        status, str(code), str(msg), request_id, parse_retry_after(headers.get("Retry-After"))
+        status, str(code), str(msg), request_id, parse_retry_after(headers.get("Retry-After")),
+        operation=operation,
     )
 
 
@@ -124,8 +126,13 @@ class EventGridClient:
             auth_headers = await self._auth.headers(method, url, body)
             status, data, resp_headers = await self._send(method, url, path, body, auth_headers)
         if status not in ok_statuses:
-            raise _error_from(status, data, resp_headers)
+            raise _error_from(status, data, resp_headers, self._operation(method, path))
         return status, data, resp_headers
+
+    def _operation(self, method: str, path: str) -> str:
+        """``"GET /sources at host:port"``: where a failed request went, without secrets."""
+        where = URL(self._base)
+        return f"{method} {path.split('?', 1)[0]} at {where.host}:{where.port}"
 
     async def _send(self, method: str, url: str, path: str, body: bytes,
                     auth_headers: Mapping[str, str]) -> tuple[int, bytes, Mapping[str, str]]:
@@ -136,9 +143,13 @@ class EventGridClient:
             ) as resp:
                 return resp.status, await resp.read(), resp.headers
         except TimeoutError:
-            raise TransportError("timeout", f"{method} {path}: no answer in time") from None
+            raise TransportError(
+                "timeout", f"{self._operation(method, path)}: no answer in time") from None
         except (aiohttp.ClientError, OSError) as exc:
-            raise TransportError("network", f"{method} {path}: {type(exc).__name__}") from None
+            detail = str(exc).split(" ssl:")[0] if isinstance(exc, aiohttp.ClientConnectorError) \
+                else type(exc).__name__
+            raise TransportError(
+                "network", f"{self._operation(method, path)}: {detail}") from None
 
     async def _json(self, method: str, path: str, payload: Any = None,
                     params: Mapping[str, str] | None = None) -> Any:
@@ -223,4 +234,4 @@ class EventGridClient:
         if status == 200:
             raise EventGridError(502, "", "unparsable PutEvents response",
                                  headers.get("X-Request-Id", ""))
-        raise _error_from(status, data, headers)
+        raise _error_from(status, data, headers, self._operation("POST", path))

@@ -61,6 +61,16 @@ class Redactor:
         return {k: self._value(v) for k, v in event.items()}
 
 
+class _ReconnectNoise(logging.Filter):
+    """aio-pika logs errors of its own close callbacks at ERROR on every lost connection
+    (``Callback ... error``); the bridge reports the loss itself, so these become WARNING."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "aio_pika.tools" and record.levelno == logging.ERROR:
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
 def settings_secrets(settings: Settings) -> list[str]:
     """Every secret value in ``settings`` (passwords, tokens, AK/SK), for the redactor."""
     found: list[str] = []
@@ -115,6 +125,7 @@ def configure_logging(fmt: str = "auto", level: str = "info",
     )
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter)
+    handler.addFilter(_ReconnectNoise())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(numeric)

@@ -300,3 +300,30 @@ async def test_sigterm_during_flow_exits_0_commits_offsets_and_the_next_run_deli
 
 async def _at_least(emulator: Emulator, n: int) -> bool:
     return await emulator.total() >= n
+
+
+async def test_a_message_eg_rejects_is_retried_to_the_broker_limit_then_lands_in_the_dlq(
+    broker: TestBroker, emulator: Emulator, tmp_path: Path, bridges: list[BridgeProcess],
+) -> None:
+    broker.store.max_reconsume_times = 2  # the client asks 16; the retry cycle is the same
+    broker.store.retry_delay_s = 0.2
+    bridge = start_bridge(tmp_path, bridges, emulator, broker)
+    await bridge.wait_ready()
+    outage = await emulator.fault(path="events", status=503)  # hold it until the fault is set
+    [poison] = await produce(broker, TOPIC, texts(1, "poison"), home=tmp_path)
+    await emulator.fault(path="events", event_ids=[poison], error_code="EG.00513000")
+    async with aiohttp.ClientSession() as http:
+        await http.delete(f"{emulator.url}/emulator/faults/{outage}")
+    await wait_until(lambda: broker.store.messages(DLQ_PREFIX + GROUP), 30, "a dead letter")
+    [dead] = broker.store.messages(DLQ_PREFIX + GROUP)
+    assert dead.msg_id == poison
+    assert dead.reconsume_times == 3
+    assert dead.properties["RETRY_TOPIC"] == TOPIC
+    assert [b.reconsume_times for b in broker.store.send_backs] == [1, 2, 3]
+    assert await emulator.total() == 0
+    rejected = [line for line in json_lines(bridge) if line.get("event") == "message dead-lettered"]
+    assert [line["message_id"] for line in rejected] == [poison] * 3
+    assert all(line["error_code"] == "EG.00513000" for line in rejected)
+    good = await produce(broker, TOPIC, texts(20, "good"), home=tmp_path)
+    assert await emulator.wait_total(20, timeout_s=30) == 20
+    assert {e["id"] for e in await emulator.events()} == set(good)

@@ -246,3 +246,16 @@ def test_routes_with_bare_numeric_broker_ids_parse() -> None:
     body = (b'{"brokerDatas":[{"brokerAddrs":{0:"10.0.0.1:10911",1:"10.0.0.2:10911"},'
             b'"brokerName":"b"}],"queueDatas":[{"brokerName":"b","readQueueNums":4}]}')
     assert master_address(body) == "10.0.0.1:10911"
+
+
+def test_the_example_config_builds_a_rocketmq_consumer() -> None:
+    from bridge.runtime import build_consumer  # noqa: PLC0415
+    from bridge.settings import load_settings  # noqa: PLC0415
+
+    env = {"EG_PROJECT_ID": "0123456789abcdef0123456789abcdef", "EG_CHANNEL_ID": "c",
+           "EG_AK": "ak", "EG_SK": "sk"}
+    settings = load_settings(ROOT / "config" / "rocketmq.yaml", env)
+    consumer = build_consumer(settings)
+    assert isinstance(consumer, RocketConsumer)
+    assert consumer.describe() == {"type": "ROCKETMQ", "connected": False, "topic": "orders",
+                                   "group": "eg-bridge-orders", "namesrv": "127.0.0.1:9876"}

@@ -43,17 +43,36 @@ def _short_path(path: str) -> str:
 
 
 def package_of(frame: str) -> str:
-    """Where a frame's code lives: ``aiormq``, ``bridge/pipeline.py``, ``stdlib asyncio``..."""
+    """Where a frame's code lives: ``aiormq``, ``bridge/pipeline.py``, ``asyncio``...
+
+    py-spy prints paths relative to the ``sys.path`` entry they were found in, so the first
+    path component is the top-level package (full paths are shortened the same way).
+    """
     match = _FRAME.match(frame)
-    path = match["path"] if match else frame
-    if "site-packages/" in path:
-        return path.split("site-packages/", 1)[1].split("/", 1)[0].removesuffix(".py")
-    if "/bridge/" in path:
-        return "bridge/" + path.split("/bridge/", 1)[1]
-    if "lib/python3" in path:
-        parts = path.split("lib/python3", 1)[1].split("/")
-        return "stdlib " + (parts[1].removesuffix(".py") if len(parts) > 1 else path)
-    return path
+    path = _short_path(match["path"] if match else frame)
+    head, _, rest = path.partition("/")
+    if head == "bridge" and rest:
+        return path
+    return head.removesuffix(".py")
+
+
+_AMQP = "AMQP client (aio-pika, aiormq, pamqp)"
+_HTTP = "HTTP client (aiohttp, yarl, multidict)"
+LAYERS = {"aio_pika": _AMQP, "aiormq": _AMQP, "pamqp": _AMQP,
+          "aiohttp": _HTTP, "yarl": _HTTP, "multidict": _HTTP}
+"""Site-packages distributions grouped into layers."""
+
+
+def layer_of(frame: str) -> str:
+    """The coarse layer of a frame: AMQP client, HTTP client, eg-bridge, asyncio, other."""
+    package = package_of(frame)
+    if package.startswith("bridge/"):
+        return "eg-bridge (bridge/)"
+    if package in LAYERS:
+        return LAYERS[package]
+    if package in ("asyncio", "selectors", "socket"):
+        return "asyncio event loop, streams, sockets"
+    return "other (stdlib, structlog, orjson, ...)"
 
 
 def _is_bridge_code(frame: str) -> bool:
@@ -72,17 +91,19 @@ def summarize(text: str, top: int = 15) -> dict[str, object]:
     self_time: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
     packages: Counter[str] = Counter()
+    layers: Counter[str] = Counter()
     for frames, count in stacks:
         self_time[_function(frames[-1])] += count
         packages[package_of(frames[-1])] += count
+        layers[layer_of(frames[-1])] += count
         for name in {_function(f) for f in frames if _is_bridge_code(f)}:
             inclusive[name] += count
 
     def pct(counter: Counter[str]) -> list[tuple[str, float]]:
         return [(name, round(100 * n / total, 1)) for name, n in counter.most_common(top)]
 
-    return {"samples": total, "self": pct(self_time), "inclusive": pct(inclusive),
-            "packages": pct(packages)}
+    return {"samples": total, "layers": pct(layers), "self": pct(self_time),
+            "inclusive": pct(inclusive), "packages": pct(packages)}
 
 
 def write_summary(raw_path: Path, out_path: Path, top: int = 15) -> dict[str, object]:
@@ -90,7 +111,8 @@ def write_summary(raw_path: Path, out_path: Path, top: int = 15) -> dict[str, ob
     summary = summarize(raw_path.read_text(errors="replace"), top)
     lines = ["# py-spy profile of `eg-bridge run` draining the backlog (instant sink)\n",
              f"{summary['samples']} samples at 200 Hz, on-CPU only (`{raw_path.name}`).\n"]
-    for key, title in (("self", "Self time"), ("packages", "Self time by package"),
+    for key, title in (("layers", "Self time by layer"), ("self", "Self time"),
+                       ("packages", "Self time by package"),
                        ("inclusive", "Inclusive time of eg-bridge's own functions")):
         rows = summary.get(key) or []
         assert isinstance(rows, list)

@@ -186,15 +186,20 @@ def markdown(res: dict[str, Any]) -> str:
     for key, name, sink in ROWS:
         run = runs.get(key) or {}
         values = [d.get("msgs_per_s") for d in run.get("drain_rounds") or []]
+        p99s = [r.get("p99_ms") for r in run.get("latency_rounds") or []]
         short = f"{name.split(' (')[0]}{'' if sink == '-' else ' ' + sink}"
         if len(values) > 1:
-            rounds.append(f"{short} {' / '.join(_fmt(v) for v in values)}")
+            text = f"{short} {' / '.join(_fmt(v) for v in values)} msg/s"
+            if len(p99s) > 1:
+                text += f", p99 {' / '.join(_fmt(v, 1) for v in p99s)} ms"
+            rounds.append(text)
         others = ((run.get("drain") or {}).get("cores_busy") or {}).get("others")
         if others is not None:
             noise.append(f"{short} {others:.2f}")
     if rounds:
-        lines += ["", f"Each throughput is the best of {cfg.get('repeat')} interleaved rounds"
-                      f" (msg/s per round: {'; '.join(rounds)})."]
+        lines += ["", f"Each figure is the best of {cfg.get('repeat')} interleaved rounds (other"
+                      f" work on a shared machine only slows a run down); per round:"
+                      f" {'; '.join(rounds)}."]
     if noise:
         lines += ["", "Cores kept busy by other work on the machine during the best drain"
                       f" (of {mach['cores']}): {'; '.join(noise)}."]
@@ -233,7 +238,12 @@ def chart(res: dict[str, Any], path: Path) -> bool:
     except ImportError:
         return False
     runs = res["runs"]
-    fig, (bars, cdf) = plt.subplots(1, 2, figsize=(13, 5.2), gridspec_kw={"width_ratios": [1, 1]})
+    samples = (runs.get("long") or {}).get("samples") or []
+    if samples:
+        fig, (bars, cdf, rss) = plt.subplots(1, 3, figsize=(18, 5.2))
+        _rss_panel(rss, samples)
+    else:
+        fig, (bars, cdf) = plt.subplots(1, 2, figsize=(13, 5.2))
     labels, values, colors = [], [], []
     palette = {"raw": "#888888", "bridge": "#1f77b4", "naive": "#ff7f0e"}
     for key, name, sink in ROWS:
@@ -257,19 +267,23 @@ def chart(res: dict[str, Any], path: Path) -> bool:
               "bridge_20ms": ("eg-bridge, +20 ms", "#1f77b4", "--"),
               "naive_0ms": ("naive, instant", "#ff7f0e", "-")}
     pct = [100 * i / (CDF_POINTS - 1) for i in range(CDF_POINTS)]
+    fastest, slowest = 1.0, 100.0
     for key, (name, color, style) in styles.items():
         values_ms = res["latency_cdf_ms"].get(key)
         if values_ms:
             cdf.plot([max(v, 0.01) for v in values_ms], pct, style, color=color, label=name)
+            fastest = min(fastest, max(values_ms[0], 0.01) / 1.3)
+            slowest = max(slowest, values_ms[-1] * 1.3)
     cdf.axvline(50, color="red", linewidth=0.8, alpha=0.6)
     cdf.axhline(99, color="red", linewidth=0.8, alpha=0.6)
     cdf.text(53, 50, "p99 target:\n< 50 ms", color="red", fontsize=8)
     cdf.set_xscale("log")
+    cdf.set_xlim(fastest, slowest)
     cdf.set_xlabel("end-to-end latency, ms (log scale)")
     cdf.set_ylabel("percent of messages")
     cdf.set_ylim(0, 100.5)
     cdf.set_title(f"Latency CDF at {res['config']['latency_rate']:,.0f} msg/s")
-    cdf.legend(loc="upper left", fontsize=8)
+    cdf.legend(loc="lower right", fontsize=8)
     cdf.grid(alpha=0.3, which="both")
     mach = res["machine"]
     fig.suptitle(f"eg-bridge benchmark - {mach['cores']} cores, {mach['cpu']}, "
@@ -278,6 +292,18 @@ def chart(res: dict[str, Any], path: Path) -> bool:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
+
+
+def _rss_panel(ax: Any, samples: list[list[float]]) -> None:
+    """eg-bridge's RSS against messages drained during the ``--long`` run."""
+    ax.plot([s[1] / 1000 for s in samples], [s[2] for s in samples], color="#1f77b4")
+    ax.axhline(150, color="red", linewidth=0.8, alpha=0.6)
+    ax.text(0, 152, "target: < 150 MB", color="red", fontsize=8)
+    ax.set_ylim(0, 200)
+    ax.set_xlabel("thousand messages drained")
+    ax.set_ylabel("eg-bridge RSS, MB")
+    ax.set_title(f"RSS while {samples[-1][1]:,.0f} messages drain")
+    ax.grid(alpha=0.3)
 
 
 def write(res: dict[str, Any], out: Path) -> list[Path]:

@@ -78,7 +78,10 @@ class Options:
 
 
 class ConsumerProcess:
-    """``python -m bench.consumers KIND ...``: waits for its ``READY`` line, reads its result."""
+    """``python -m bench.consumers KIND ...``: waits for its ``READY`` line, reads its result.
+
+    As an async context manager it starts on entry and is killed on exit if still running.
+    """
 
     def __init__(self, kind: str, args: Sequence[str]) -> None:
         self.kind = kind
@@ -90,6 +93,15 @@ class ConsumerProcess:
         """The consumer's pid."""
         assert self.proc is not None
         return self.proc.pid
+
+    async def __aenter__(self) -> ConsumerProcess:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.kill()
+        if self.proc is not None:
+            await self.proc.wait()
 
     async def start(self, timeout_s: float = 30.0) -> None:
         """Launch and wait until it is attached to the queue."""
@@ -316,10 +328,9 @@ async def run_raw(stack: Stack, opts: Options, *, latency: bool = True) -> dict[
     common = ["--url", url, "--queue", QUEUE, "--prefetch", str(opts.raw_prefetch)]
     published = await publish_backlog(url, opts.messages, opts.size)
     log(f"raw: backlog of {opts.messages:,} published ({published:,.0f} msg/s); draining")
-    consumer = ConsumerProcess("raw", [*common, "--limit", str(opts.messages)])
-    await consumer.start()
-    with Sampler(_pids(stack, consumer.pid)) as sampler:
-        res = await consumer.result(timeout_s=max(120.0, opts.messages / 500))
+    async with ConsumerProcess("raw", [*common, "--limit", str(opts.messages)]) as consumer:
+        with Sampler(_pids(stack, consumer.pid)) as sampler:
+            res = await consumer.result(timeout_s=max(120.0, opts.messages / 500))
     drain = _drain_result(res["count"], res["first"], res["last"], opts.messages, sampler)
     log(f"raw: {drain.get('msgs_per_s')} msg/s")
     out: dict[str, Any] = {"drain": drain, "publish_msgs_per_s": round(published, 1)}
@@ -327,10 +338,9 @@ async def run_raw(stack: Stack, opts: Options, *, latency: bool = True) -> dict[
         return out
     await reset_queue(url)
     total = opts.latency_total
-    consumer = ConsumerProcess("raw", [*common, "--limit", str(total), "--latency"])
-    await consumer.start()
-    await publish_paced(url, opts.latency_rate, total, opts.size)
-    res = await consumer.result(timeout_s=30)
+    async with ConsumerProcess("raw", [*common, "--limit", str(total), "--latency"]) as consumer:
+        await publish_paced(url, opts.latency_rate, total, opts.size)
+        res = await consumer.result(timeout_s=30)
     summary = latency_summary(res.get("latencies_ms", []), int(opts.latency_rate))
     log(f"raw: latency p50 {summary.get('p50_ms')} ms, p99 {summary.get('p99_ms')} ms")
     return out | {"latency": summary}
@@ -350,11 +360,10 @@ async def run_naive(stack: Stack, emu: Emulator, opts: Options, *,
     await publish_backlog(url, backlog, opts.size)
     await emu.reset()
     log(f"naive: draining {backlog:,} messages (at most {opts.naive_seconds:.0f} s)")
-    consumer = ConsumerProcess("naive", [*common, "--limit", str(backlog),
-                                         "--max-seconds", str(opts.naive_seconds)])
-    await consumer.start()
-    with Sampler(_pids(stack, consumer.pid)) as sampler:
-        res = await consumer.result(timeout_s=opts.naive_seconds + 60)
+    args = [*common, "--limit", str(backlog), "--max-seconds", str(opts.naive_seconds)]
+    async with ConsumerProcess("naive", args) as consumer:
+        with Sampler(_pids(stack, consumer.pid)) as sampler:
+            res = await consumer.result(timeout_s=opts.naive_seconds + 60)
     total, first, last = await _emulator_span(emu)
     drain = _drain_result(total, first, last, backlog, sampler)
     drain["complete"] = True  # capped by design
@@ -372,12 +381,11 @@ async def _latency_naive(stack: Stack, emu: Emulator, opts: Options,
     await reset_queue(stack.amqp_url)
     await emu.reset()
     total = opts.latency_total
-    consumer = ConsumerProcess("naive", [*common, "--limit", str(total)])
-    await consumer.start()
-    await publish_paced(stack.amqp_url, opts.latency_rate, total, opts.size)
-    await emu.wait_accepted(total, stall_s=10)
-    consumer.terminate()
-    await consumer.result(timeout_s=30)
+    async with ConsumerProcess("naive", [*common, "--limit", str(total)]) as consumer:
+        await publish_paced(stack.amqp_url, opts.latency_rate, total, opts.size)
+        await emu.wait_accepted(total, stall_s=10)
+        consumer.terminate()
+        await consumer.result(timeout_s=30)
     latencies, distinct = await _emulator_latencies(emu)
     summary = latency_summary(latencies, int(opts.latency_rate))
     summary |= {"published": total, "distinct_ids": distinct}

@@ -1,12 +1,12 @@
 """The whole benchmark in one run: start the stack, measure each consumer, write the report.
 
-Order: ``repeat`` rounds of raw ceiling, eg-bridge and naive with an instant sink; then, with
-``latency_ms`` added to every PutEvents, ``repeat`` eg-bridge drains and one naive run; then
-eg-bridge's cold start; optionally a py-spy profile of an eg-bridge drain and the RSS of a
-1,000,000-message drain. Latency runs happen once, in the first round. Interference from other
-work on the machine only ever slows a drain down, so each throughput is the best of its rounds
-(every round is kept in ``drain_rounds``). A phase that fails is recorded with its error and
-the others still run.
+Order: ``repeat`` rounds of raw ceiling, eg-bridge and naive with an instant sink (each a
+drain, then a latency run); then, with ``latency_ms`` added to every PutEvents, ``repeat``
+eg-bridge rounds and one capped naive drain; then eg-bridge's cold start; optionally a py-spy
+profile of an eg-bridge drain and the RSS of a 1,000,000-message drain. Interference from
+other work on the machine only ever slows a drain down or delays a message, so each figure is
+the best of its rounds (every round is kept in ``drain_rounds``/``latency_rounds``). A phase
+that fails is recorded with its error and the others still run.
 """
 
 from __future__ import annotations
@@ -42,20 +42,25 @@ async def _phase(runs: dict[str, Any], name: str, body: Awaitable[Any]) -> None:
 
 
 def merge_rounds(first: dict[str, Any], later: dict[str, Any]) -> dict[str, Any]:
-    """Keep ``first`` (it holds the latency run) with the faster drain of the two; every
-    round's throughput goes to ``drain_rounds``, the peak RSS is the larger one."""
+    """Merge two rounds of one measurement: the faster drain, the latency run with the lower
+    p99, the larger peak RSS; every round's figures stay in ``drain_rounds`` and
+    ``latency_rounds``."""
     if "error" in later or "drain" not in later:
-        first.setdefault("failed_rounds", []).append(later.get("error"))
-        return first
+        return first | {"failed_rounds": [*first.get("failed_rounds", []), later.get("error")]}
     if "error" in first or "drain" not in first:
         return later | {"failed_rounds": [first.get("error")]}
-    rounds = first.get("drain_rounds") or [first["drain"]]
-    rounds.append(later["drain"])
+    rounds = [*(first.get("drain_rounds") or [first["drain"]]), later["drain"]]
     best = max(rounds, key=lambda d: d.get("msgs_per_s") or 0)
     peaks = [d["peak_rss_mb"] for d in rounds if d.get("peak_rss_mb") is not None]
     merged = first | {"drain": dict(best), "drain_rounds": rounds}
     if peaks:
         merged["drain"]["peak_rss_mb"] = max(peaks)
+    latencies = list(first.get("latency_rounds") or [first[k] for k in ["latency"] if k in first])
+    latencies += [later[k] for k in ["latency"] if k in later]
+    if latencies:
+        merged["latency"] = min(latencies, key=lambda r: r.get("p99_ms", float("inf")))
+        merged["latency_rounds"] = [
+            {k: r.get(k) for k in ("p50_ms", "p99_ms", "max_ms", "count")} for r in latencies]
     merged["phase_seconds"] = round(first["phase_seconds"] + later["phase_seconds"], 1)
     return merged
 
@@ -79,20 +84,16 @@ async def run(opts: Options, *, long: bool = False, profile: bool = False,
             await emu.register_source(NAIVE_SOURCE)
             await emu.set_latency(0)
             for i in range(opts.repeat):
-                first = i == 0
                 log(f"round {i + 1} of {opts.repeat}, instant sink")
-                await _phase(runs, "raw", runners.run_raw(stack, opts, latency=first))
-                await _phase(runs, "bridge_0ms", runners.run_bridge(
-                    stack, emu, opts, label=" (instant)", latency=first))
-                await _phase(runs, "naive_0ms",
-                             runners.run_naive(stack, emu, opts, latency=first))
+                await _phase(runs, "raw", runners.run_raw(stack, opts))
+                await _phase(runs, "bridge_0ms",
+                             runners.run_bridge(stack, emu, opts, label=" (instant)"))
+                await _phase(runs, "naive_0ms", runners.run_naive(stack, emu, opts, latency=True))
             log(f"emulator: +{opts.sink_latency_ms} ms on every PutEvents")
             await emu.set_latency(opts.sink_latency_ms)
             label = f" (+{opts.sink_latency_ms} ms)"
-            for i in range(opts.repeat):
-                first = i == 0
-                await _phase(runs, "bridge_20ms", runners.run_bridge(
-                    stack, emu, opts, label=label, latency=first))
+            for _ in range(opts.repeat):
+                await _phase(runs, "bridge_20ms", runners.run_bridge(stack, emu, opts, label=label))
             await _phase(runs, "naive_20ms",
                          runners.run_naive(stack, emu, opts, latency=False))
             await emu.set_latency(0)

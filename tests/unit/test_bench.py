@@ -82,6 +82,7 @@ def test_profile_summary_of_collapsed_stacks() -> None:
     assert summary["samples"] == 40
     assert summary["self"][0] == ("write (asyncio/selector_events.py)", 75.0)
     assert ("aiormq", 25.0) in summary["packages"]
+    assert ("asyncio event loop, streams, sockets", 75.0) in summary["layers"]
     assert summary["inclusive"] == [("_publish (bridge/pipeline.py)", 75.0)]
 
 
@@ -131,6 +132,9 @@ def test_rounds_keep_the_first_run_and_the_best_drain() -> None:
     merged = merge_rounds(first, later)
     assert merged["drain"] == {"msgs_per_s": 150.0, "peak_rss_mb": 50.0}
     assert merged["latency"] == {"p99_ms": 5}
+    again = merge_rounds(merged, later | {"latency": {"p99_ms": 3}})
+    assert again["latency"] == {"p99_ms": 3}
+    assert [r["p99_ms"] for r in again["latency_rounds"]] == [5, 3]
     assert [d["msgs_per_s"] for d in merged["drain_rounds"]] == [100.0, 150.0]
     assert merged["phase_seconds"] == 3.0
     failed = merge_rounds(merged, {"error": "boom", "phase_seconds": 0.1})

@@ -74,7 +74,13 @@ def build_consumer(settings: Settings) -> Consumer:
 
         return RabbitConsumer(settings.source.detail, settings.source.connection,
                               connection_name=f"eg-bridge {settings.source.name}")
-    raise ConfigError(["source.type: ROCKETMQ is not supported by this release yet"])
+    from bridge.consumers.rocketmq import RocketConsumer  # noqa: PLC0415
+
+    # A consume thread waits for its message's settlement: the pipeline settles within
+    # max_hold_s plus one request (design §7); the margin only guards against a lost delivery.
+    fwd, eg = settings.forwarding, settings.eventgrid
+    return RocketConsumer(settings.source.detail, settings.source.connection,
+                          wait_timeout_s=fwd.max_hold_s + 2 * eg.request_timeout_s + 30)
 
 
 def source_spec(settings: Settings) -> SourceSpec:

@@ -61,13 +61,14 @@ def start_bridge(tmp_path: Path, bridges: list[BridgeProcess], emulator: Emulato
                  broker: TestBroker, *, acl: tuple[str, str] | None = None,
                  properties: tuple[str, ...] = (), threads: int = 4,
                  **overrides: Any) -> BridgeProcess:
-    """``eg-bridge run`` consuming TOPIC as GROUP (HOME in tmp_path: native client logs)."""
+    """``eg-bridge run`` consuming TOPIC as GROUP; the native client logs to tmp_path."""
     cfg = bridge_config(emulator_url=emulator.url, rabbit_address="127.0.0.1:1", queue="-",
                         source_name=f"rmq-{uuid.uuid4().hex[:8]}", status_port=status_port(),
                         overrides=overrides)
     cfg["source"].update(rocketmq_source(broker, topic=TOPIC, group=GROUP, acl=acl,
                                          threads=threads, properties=properties))
-    bridge = BridgeProcess(tmp_path, cfg, env={"HOME": str(tmp_path)})
+    bridge = BridgeProcess(tmp_path, cfg,
+                           env={"ROCKETMQ_CLIENT_LOG_DIR": str(tmp_path / "rocketmq-logs")})
     bridges.append(bridge)
     bridge.start()
     return bridge
@@ -117,7 +118,7 @@ async def test_2000_messages_from_the_real_producer_become_2000_events(
                  "properties": {"color": "red"}} for i in range(1000)]
     messages += [{"body": json.dumps({"n": i, "items": [1, 2, {"x": None}]}), "tags": "json"}
                  for i in range(1000)]
-    ids = await produce(broker, TOPIC, messages, home=tmp_path)
+    ids = await produce(broker, TOPIC, messages, workdir=tmp_path)
     assert len(set(ids)) == 2000
     assert await emulator.wait_total(2000, timeout_s=90) == 2000
     events = await emulator.events()
@@ -154,7 +155,7 @@ async def test_eg_down_30s_messages_wait_in_their_threads_and_none_reach_the_dlq
     bridge = start_bridge(tmp_path, bridges, emulator, broker)
     await bridge.wait_ready()
     fault = await emulator.fault(path="events", status=503)
-    ids = await produce(broker, TOPIC, texts(300, "outage"), home=tmp_path)
+    ids = await produce(broker, TOPIC, texts(300, "outage"), workdir=tmp_path)
     await asyncio.sleep(30)
     assert await emulator.total() == 0
     status = await bridge.get_json("/status")
@@ -178,7 +179,7 @@ async def test_sigterm_during_an_outage_gives_messages_back_and_they_return_rede
     bridge = start_bridge(tmp_path, bridges, emulator, broker)
     await bridge.wait_ready()
     await emulator.fault(path="events", status=503)
-    ids = await produce(broker, TOPIC, texts(40, "held"), home=tmp_path)
+    ids = await produce(broker, TOPIC, texts(40, "held"), workdir=tmp_path)
 
     async def holding() -> bool:
         return (await bridge.get_json("/status"))["consumer"]["in_flight"] == 4
@@ -213,7 +214,7 @@ async def test_acl_right_keys_consume_wrong_secret_consumes_nothing_and_names_ca
 ) -> None:
     broker.acl = {ACL[0]: ACL[1]}
     wrong = start_bridge(tmp_path, bridges, emulator, broker, acl=(ACL[0], "wrong-secret-x9"))
-    ids = await produce(broker, TOPIC, texts(10, "acl"), acl=ACL, home=tmp_path)
+    ids = await produce(broker, TOPIC, texts(10, "acl"), acl=ACL, workdir=tmp_path)
     await wait_until(lambda: "likely causes" in wrong.log(), 30, "the start-up error")
     await asyncio.sleep(2)
     assert await emulator.total() == 0
@@ -237,6 +238,10 @@ async def test_acl_right_keys_consume_wrong_secret_consumes_nothing_and_names_ca
     assert await emulator.wait_total(10, timeout_s=30) == 10
     assert {e["id"] for e in await emulator.events()} == set(ids)
     assert broker.acl_rejections == rejected  # every request of the real client was signed right
+    native_logs = list((tmp_path / "rocketmq-logs").iterdir())
+    assert native_logs
+    for path in native_logs:
+        assert ACL[1] not in path.read_text(errors="replace")
 
 
 async def test_broker_stopped_10s_consumption_resumes_and_nothing_is_lost(
@@ -245,13 +250,13 @@ async def test_broker_stopped_10s_consumption_resumes_and_nothing_is_lost(
     await emulator.fault(path="events", latency_ms=100)  # some in flight, some still queued
     bridge = start_bridge(tmp_path, bridges, emulator, broker)
     await bridge.wait_ready()
-    before = await produce(broker, TOPIC, texts(100, "before"), home=tmp_path)
+    before = await produce(broker, TOPIC, texts(100, "before"), workdir=tmp_path)
     await wait_until(lambda: _at_least(emulator, 10), 30, "the first events")
     await broker.stop()
     assert await emulator.total() < 100  # the rest is in the bridge or the stopped broker
     await asyncio.sleep(10)
     await broker.start()
-    after = await produce(broker, TOPIC, texts(50, "after"), home=tmp_path)
+    after = await produce(broker, TOPIC, texts(50, "after"), workdir=tmp_path)
     got: set[str] = set()
 
     async def everything() -> bool:
@@ -269,7 +274,7 @@ async def test_sigterm_during_flow_exits_0_commits_offsets_and_the_next_run_deli
     await emulator.fault(path="events", latency_ms=30)
     bridge = start_bridge(tmp_path, bridges, emulator, broker)
     await bridge.wait_ready()
-    ids = await produce(broker, TOPIC, texts(1000, "flow"), home=tmp_path)
+    ids = await produce(broker, TOPIC, texts(1000, "flow"), workdir=tmp_path)
     await wait_until(lambda: _at_least(emulator, 200), 60, "200 events")
     started = time.monotonic()
     bridge.terminate()
@@ -312,7 +317,7 @@ async def test_a_message_eg_rejects_is_retried_to_the_broker_limit_then_lands_in
     bridge = start_bridge(tmp_path, bridges, emulator, broker)
     await bridge.wait_ready()
     outage = await emulator.fault(path="events", status=503)  # hold it until the fault is set
-    [poison] = await produce(broker, TOPIC, texts(1, "poison"), home=tmp_path)
+    [poison] = await produce(broker, TOPIC, texts(1, "poison"), workdir=tmp_path)
     await emulator.fault(path="events", event_ids=[poison], error_code="EG.00513000")
     async with aiohttp.ClientSession() as http:
         await http.delete(f"{emulator.url}/emulator/faults/{outage}")
@@ -326,6 +331,6 @@ async def test_a_message_eg_rejects_is_retried_to_the_broker_limit_then_lands_in
     rejected = [line for line in json_lines(bridge) if line.get("event") == "message dead-lettered"]
     assert [line["message_id"] for line in rejected] == [poison] * 3
     assert all(line["error_code"] == "EG.00513000" for line in rejected)
-    good = await produce(broker, TOPIC, texts(20, "good"), home=tmp_path)
+    good = await produce(broker, TOPIC, texts(20, "good"), workdir=tmp_path)
     assert await emulator.wait_total(20, timeout_s=30) == 20
     assert {e["id"] for e in await emulator.events()} == set(good)

@@ -73,7 +73,8 @@ def build_consumer(settings: Settings) -> Consumer:
         from bridge.consumers.rabbitmq import RabbitConsumer  # noqa: PLC0415
 
         return RabbitConsumer(settings.source.detail, settings.source.connection,
-                              connection_name=f"eg-bridge {settings.source.name}")
+                              connection_name=f"eg-bridge {settings.source.name}",
+                              prefetch=settings.prefetch())
     from bridge.consumers.rocketmq import RocketConsumer  # noqa: PLC0415
 
     # A consume thread waits for its message's settlement: the pipeline settles within

@@ -185,7 +185,9 @@ class ConnectionSettings(_Model):
     """Bridge-only broker settings that EG does not know (design §3)."""
 
     address: Annotated[str, Field(description="RabbitMQ host:port")] = "127.0.0.1:5672"
-    prefetch: int = Field(default=200, ge=1, le=65535)
+    prefetch: int | None = Field(default=None, ge=1, le=65535)
+    """basic.qos per consumer; None: enough for every in-flight batch plus two filling
+    (see :meth:`Settings.prefetch`)."""
     declare_queue: bool = False
     consumer_timeout_s: float = Field(default=1800, gt=0)
     dead_letter_exchange: str = ""
@@ -295,6 +297,14 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         """Environment overrides win over the YAML file (passed as init values)."""
         return (env_settings, init_settings)
+
+    def prefetch(self) -> int:
+        """The RabbitMQ prefetch: ``source.connection.prefetch``, or when unset
+        ``(max_in_flight_batches + 2) * max_batch_events`` (360 by default), so a slow EG round
+        trip never leaves in-flight slots empty for want of unacked messages."""
+        fwd = self.forwarding
+        return self.source.connection.prefetch or (
+            (fwd.max_in_flight_batches + 2) * fwd.max_batch_events)
 
     @model_validator(mode="after")
     def _hold_below_consumer_timeout(self) -> Self:

@@ -74,13 +74,15 @@ class RabbitConsumer:
 
     Args:
         detail: the source detail (credentials, vhost, queue).
-        connection: bridge-only settings (address, prefetch, declare_queue, DLX, heartbeat).
+        connection: bridge-only settings (address, declare_queue, DLX, heartbeat).
         connection_name: shown in the RabbitMQ management UI.
+        prefetch: basic.qos prefetch count (``Settings.prefetch()``).
     """
 
     def __init__(self, detail: SourceDetail, connection: ConnectionSettings,
-                 connection_name: str = "eg-bridge") -> None:
+                 connection_name: str = "eg-bridge", prefetch: int | None = None) -> None:
         self._detail = detail
+        self._prefetch = prefetch or connection.prefetch or 200
         self._conn_settings = connection
         self._name = connection_name
         self._queue_name = detail.queue_name or ""
@@ -131,11 +133,11 @@ class RabbitConsumer:
                 f"cannot consume queue {self._queue_name!r} at {self._url}: {exc}") from None
         self._connected = True
         log.info("consumer attached", queue=self._queue_name, broker=self._url,
-                 prefetch=self._conn_settings.prefetch, consumer_tag=self._consumer_tag)
+                 prefetch=self._prefetch, consumer_tag=self._consumer_tag)
 
     async def _subscribe(self) -> None:
         self._channel = await self._connection.channel(publisher_confirms=False)
-        await self._channel.set_qos(prefetch_count=self._conn_settings.prefetch)
+        await self._channel.set_qos(prefetch_count=self._prefetch)
         if self._conn_settings.declare_queue:
             self._queue = await self._channel.declare_queue(self._queue_name, durable=True)
         else:
@@ -174,7 +176,7 @@ class RabbitConsumer:
         acker = self._ackers.get(id(channel))
         if acker is None or acker.channel is not channel:
             self._ackers = {k: a for k, a in self._ackers.items() if a.open}
-            acker = ChannelAcker(channel, hold_limit=max(1, self._conn_settings.prefetch // 2))
+            acker = ChannelAcker(channel, hold_limit=max(1, self._prefetch // 2))
             self._ackers[id(channel)] = acker
         return acker
 

@@ -241,8 +241,9 @@ class RocketConsumer:
 
     @property
     def attached(self) -> bool:
-        """The native consumer started and is not shut down (design §8)."""
-        return self._started and not self._stopping.is_set()
+        """The native consumer started and is not shut down (design §8: for RocketMQ,
+        readiness means the consumer started; the C API reports no broker connection state)."""
+        return self._started
 
     async def watch(self, period_s: float = 1.0) -> None:
         """Log every change of :attr:`attached` until cancelled (run it as a task)."""

@@ -6,9 +6,11 @@ during the native callback) into an :class:`~bridge.events.InboundMessage`;
 :class:`RocketDelivery` holds the consume thread's answer until the pipeline settles it.
 
 The client (client-cpp 2.1.0) hands one pull batch (up to 32 messages of one queue) to one
-consume thread and calls Python once per message; a ``RECONSUME_LATER`` makes it send the
-whole batch back to ``%RETRY%<group>``, messages already acknowledged included (duplicates
-with the same id; ``DefaultMQPushConsumerImpl.cpp``, ``ConsumeMessageConcurrentlyService.cpp``).
+consume thread and calls Python once per message; after a ``RECONSUME_LATER`` it skips the
+rest of the batch and sends the whole batch back to ``%RETRY%<group>``, messages already
+acknowledged included (duplicates with the same id; ``DefaultMQPushConsumerImpl.cpp``,
+``ConsumeMessageConcurrentlyService.cpp``; seen with the test broker). So a message EG
+rejects for good drags its batch mates through every retry into ``%DLQ%<group>``.
 """
 
 from __future__ import annotations

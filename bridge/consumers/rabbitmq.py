@@ -4,8 +4,13 @@ Connects with the source's ``detail`` (``user_name``, ``password``, ``vhost_name
 ``queue_name``) and ``connection.address``; sets the prefetch (``basic.qos``, per consumer);
 consumes with manual acks; declares the queue (durable) only when
 ``connection.declare_queue`` is true, otherwise checks that it exists. The robust connection
-reconnects forever after the first success and restores the consumer; deliveries of a closed
-channel are never settled on the new one (the broker redelivers them).
+reconnects forever after the first success and restores the channel and its prefetch; the
+consumer itself is kept by :meth:`RabbitConsumer.watch`, which consumes again whenever the
+live channel lacks it (a reconnect, a server-side cancel after the queue was deleted).
+Deliveries of a closed channel are never settled on the new one (the broker redelivers them).
+
+Messages are consumed with aiormq's ``basic_consume`` on aio-pika's robust channel, skipping
+aio-pika's per-message wrapper: the hot path is one driver task per message.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from urllib.parse import quote
 import structlog
 
 from bridge.consumers.acks import ChannelAcker, Fate
+from bridge.consumers.amqp_message import inbound_message, publish_properties
 from bridge.consumers.base import DeliveryHandler
 from bridge.errors import ConsumerError
 from bridge.events import InboundMessage
@@ -31,9 +37,6 @@ CLOSE_STEP_TIMEOUT_S = 5.0
 DEAD_LETTER_RETRY_S = 5.0
 """Pause before requeueing a message whose dead-letter publish failed."""
 DLX_WARNING = "dead-lettered by the queue's DLX if it has one, otherwise dropped by the broker"
-_PROPS = ("content_type", "content_encoding", "delivery_mode", "priority", "correlation_id",
-          "reply_to", "expiration", "timestamp", "type", "user_id", "app_id")
-
 
 def masked_url(detail: SourceDetail, address: str) -> str:
     """``amqp://user:***@host:port/vhost``: the broker URL as logs and /status show it."""
@@ -51,9 +54,9 @@ class RabbitDelivery:
         self._consumer = consumer
         self._raw = raw
         self._acker = acker
-        self._tag: int = raw.delivery_tag
+        self._tag: int = raw.delivery.delivery_tag
         self.message = message
-        self.redelivered: bool = bool(raw.redelivered)
+        self.redelivered: bool = bool(raw.delivery.redelivered)
 
     def ack(self) -> None:
         """``basic.ack`` (coalesced with neighbours into ``multiple=true``)."""
@@ -90,8 +93,10 @@ class RabbitConsumer:
         self._connection: Any = None
         self._channel: Any = None
         self._dlx_channel: Any = None
-        self._queue: Any = None
         self._consumer_tag: str | None = None
+        self._consuming_on: Any = None
+        self._stopping = False
+        self._resubscribe = asyncio.Event()
         self._handler: DeliveryHandler | None = None
         self._ackers: dict[int, ChannelAcker] = {}
         self._dl_tasks: set[asyncio.Task[None]] = set()
@@ -138,10 +143,6 @@ class RabbitConsumer:
     async def _subscribe(self) -> None:
         self._channel = await self._connection.channel(publisher_confirms=False)
         await self._channel.set_qos(prefetch_count=self._prefetch)
-        if self._conn_settings.declare_queue:
-            self._queue = await self._channel.declare_queue(self._queue_name, durable=True)
-        else:
-            self._queue = await self._channel.declare_queue(self._queue_name, passive=True)
         if self._conn_settings.dead_letter_exchange:
             self._dlx_channel = await self._connection.channel(publisher_confirms=True)
             try:  # a missing exchange would fail every dead letter: refuse to start instead
@@ -152,7 +153,34 @@ class RabbitConsumer:
                     f"connection.dead_letter_exchange "
                     f"{self._conn_settings.dead_letter_exchange!r} does not exist on the broker"
                 ) from None
-        self._consumer_tag = await self._queue.consume(self._on_message, no_ack=False)
+        await self._consume()
+
+    async def _consume(self) -> None:
+        """Check the queue (declare it durable when missing and ``declare_queue`` is set) on a
+        probe channel, then ``basic.consume`` on the live channel. A failed declare closes only
+        the probe channel."""
+        underlay = await self._channel.get_underlay_channel()
+        if not await self._declare(underlay.connection, passive=True):
+            await self._declare(underlay.connection, passive=False)
+        ok = await underlay.basic_consume(self._queue_name, self._on_delivered, no_ack=False)
+        self._consumer_tag, self._consuming_on = ok.consumer_tag, underlay
+
+    async def _declare(self, connection: Any, *, passive: bool) -> bool:
+        """Declare the queue on a throw-away channel; False when a passive declare found no
+        queue and ``declare_queue`` allows creating it. Raises what the broker answered."""
+        from aiormq.exceptions import ChannelNotFoundEntity  # noqa: PLC0415
+
+        probe = await connection.channel()
+        try:
+            await probe.queue_declare(self._queue_name, durable=True, passive=passive)
+        except ChannelNotFoundEntity:
+            if passive and self._conn_settings.declare_queue:
+                return False
+            raise
+        finally:
+            if not probe.is_closed:
+                await probe.close()
+        return True
 
     def _note(self, message: str) -> None:
         self.last_error = {"at": datetime.now(UTC).isoformat(), "kind": "broker",
@@ -168,8 +196,8 @@ class RabbitConsumer:
 
     def _on_reconnect(self, _sender: Any) -> None:
         self._connected = True
-        log.info("broker reconnected, consumer restored", broker=self._url,
-                 queue=self._queue_name)
+        self._resubscribe.set()
+        log.info("broker reconnected", broker=self._url, queue=self._queue_name)
 
     def _acker_for(self, raw: Any) -> ChannelAcker:
         channel = raw.channel
@@ -180,34 +208,19 @@ class RabbitConsumer:
             self._ackers[id(channel)] = acker
         return acker
 
-    def _on_message(self, raw: Any) -> None:
+    async def _on_delivered(self, raw: Any) -> None:
         acker = self._acker_for(raw)
-        acker.track(raw.delivery_tag)
-        message = InboundMessage(
-            body=raw.body,
-            received_at=datetime.now(UTC),
-            headers=raw.headers or {},
-            content_type=raw.content_type,
-            message_id=raw.message_id,
-            type=raw.type,
-            subject=raw.routing_key,
-            timestamp=raw.timestamp,
-            identity={
-                "queue": self._queue_name, "exchange": raw.exchange,
-                "routing_key": raw.routing_key,
-                "properties": {p: getattr(raw, p) for p in _PROPS
-                               if getattr(raw, p) is not None},
-            },
-        )
+        acker.track(raw.delivery.delivery_tag)
         assert self._handler is not None
-        self._handler(RabbitDelivery(self, raw, acker, message))
+        self._handler(RabbitDelivery(self, raw, acker, inbound_message(raw, self._queue_name)))
 
     def dead_letter(self, raw: Any, acker: ChannelAcker, tag: int, reason: str,
                     error_code: str) -> None:
         """Route one message to the dead-letter path (see :meth:`RabbitDelivery.dead_letter`)."""
         if not self._conn_settings.dead_letter_exchange:
             log.warning(DLX_WARNING, queue=self._queue_name, reason=reason, error_code=error_code,
-                        message_id=raw.message_id, routing_key=raw.routing_key)
+                        message_id=raw.header.properties.message_id,
+                        routing_key=raw.delivery.routing_key)
             acker.settle(tag, Fate.REJECT)
             return
         task = asyncio.create_task(self._publish_dead_letter(raw, acker, tag, reason, error_code))
@@ -219,33 +232,34 @@ class RabbitConsumer:
         import aio_pika  # noqa: PLC0415
 
         exchange_name = self._conn_settings.dead_letter_exchange
-        headers = dict(raw.headers or {})
-        headers.update({"x-eg-bridge-reason": reason, "x-eg-bridge-error-code": error_code})
-        props = {p: getattr(raw, p) for p in _PROPS if getattr(raw, p) is not None}
-        props["headers"] = headers
-        props["message_id"] = raw.message_id
+        props = publish_properties(raw, {"x-eg-bridge-reason": reason,
+                                         "x-eg-bridge-error-code": error_code})
+        message_id = props.get("message_id")
         try:
             exchange = await self._dlx_channel.get_exchange(exchange_name, ensure=False)
             await exchange.publish(aio_pika.Message(raw.body, **props),
-                                   routing_key=raw.routing_key or "")
+                                   routing_key=raw.delivery.routing_key or "")
         except Exception as exc:  # any failure: keep the message, retry later
             log.error("dead-letter publish failed, message requeued after a pause",
                       exchange=exchange_name, reason=reason, error=type(exc).__name__,
-                      message_id=raw.message_id, pause_s=DEAD_LETTER_RETRY_S)
+                      message_id=message_id, pause_s=DEAD_LETTER_RETRY_S)
             await asyncio.sleep(DEAD_LETTER_RETRY_S)  # a requeue loop, but never a hot one
             acker.settle(tag, Fate.REQUEUE)
             return
         log.warning("message published to the dead-letter exchange", exchange=exchange_name,
-                    reason=reason, error_code=error_code, message_id=raw.message_id)
+                    reason=reason, error_code=error_code, message_id=message_id)
         acker.settle(tag, Fate.ACK)
 
     async def stop_intake(self) -> None:
         """``basic.cancel``: the broker stops delivering; settlements keep working."""
-        if self._queue is not None and self._consumer_tag is not None:
+        self._stopping = True
+        if self._consumer_tag is not None:
             attached = self.attached
-            with contextlib.suppress(Exception):  # a lost connection has no consumer to cancel
-                await asyncio.wait_for(self._queue.cancel(self._consumer_tag),
-                                       CLOSE_STEP_TIMEOUT_S if attached else 0.01)
+            if attached:
+                with contextlib.suppress(Exception):  # a lost connection has no consumer
+                    await asyncio.wait_for(
+                        self._consuming_on.basic_cancel(self._consumer_tag),
+                        CLOSE_STEP_TIMEOUT_S)
             log.info("consumer cancelled", queue=self._queue_name, connected=attached)
             self._consumer_tag = None
 
@@ -269,29 +283,51 @@ class RabbitConsumer:
         Checked on the driver's current underlying channel, so a connection that came back
         without its consumer (a server-side cancel, a failed restore) counts as detached.
         """
-        if not self._connected or self._consumer_tag is None or self._channel is None:
+        channel = self._live_channel()
+        if not self._connected or self._consumer_tag is None or channel is None:
             return False
+        return channel is self._consuming_on and self._consumer_tag in channel.consumers
+
+    def _live_channel(self) -> Any:
+        """aiormq's channel under aio-pika's robust channel right now, or None."""
         underlay = getattr(self._channel, "_channel", None)  # aio-pika's UnderlayChannel
         channel = getattr(underlay, "channel", None)
-        if channel is None or channel.is_closed:
-            return False
-        return self._consumer_tag in getattr(channel, "consumers", {})
+        return None if channel is None or channel.is_closed else channel
 
-    async def watch(self, period_s: float = 1.0) -> None:
-        """Log every change of :attr:`attached` until cancelled (run it as a task)."""
+    async def watch(self, period_s: float = 0.5) -> None:
+        """Keep the consumer on the live channel and log every change, until cancelled.
+
+        After a reconnect or a server-side cancel (queue deleted) the consumer is missing: it
+        is consumed again as soon as the queue can be found (or declared), every ``period_s``
+        seconds until then.
+        """
         was = self.attached
         while True:
-            await asyncio.sleep(period_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._resubscribe.wait(), period_s)
+            self._resubscribe.clear()
+            if not self.attached and self._connected and not self._stopping:
+                await self._try_consume()
             now = self.attached
             if now != was:
                 if now:
-                    log.info("consumer attached again", queue=self._queue_name, broker=self._url)
+                    log.info("consumer attached again", queue=self._queue_name, broker=self._url,
+                             consumer_tag=self._consumer_tag)
                 else:
                     self._note(f"consumer on queue {self._queue_name!r} detached (connection "
                                f"{'open' if self._connected else 'lost'})")
                     log.warning("consumer detached", queue=self._queue_name, broker=self._url,
                                 connection_open=self._connected)
             was = now
+
+    async def _try_consume(self) -> None:
+        if self._live_channel() is None:
+            return  # the robust channel is still being restored
+        try:
+            await self._consume()
+        except Exception as exc:  # queue missing, channel closing: try again next period
+            log.debug("consuming again failed, retrying", queue=self._queue_name,
+                      error=type(exc).__name__)
 
     def describe(self) -> Mapping[str, Any]:
         """Status fields: ``type``, ``connected``, ``queue``, ``broker`` (password masked)."""

@@ -207,7 +207,7 @@ async def test_dropped_connection_never_acks_stale_tags_and_redelivers_same_ids(
         await proxy.drop_connections()
         await emulator.clear_faults()
         await wait_until(lambda: rabbit.queue_counts(queue_name) == (0, 0), 30, "empty queue")
-        await asyncio.sleep(1)
+        await asyncio.sleep(4)  # the requests in flight at the drop (3 s latency) land too
     finally:
         await proxy.close()
     events = await emulator.events()

@@ -123,8 +123,12 @@ class RabbitConsumer:
                 client_properties={"connection_name": self._name},
             )
         except Exception as exc:
+            hint = ("the broker refused the login: check detail.user_name, detail.password and "
+                    "detail.vhost_name" if "Authentication" in type(exc).__name__ else
+                    "check connection.address and that the broker runs")
             raise ConsumerError(
-                f"cannot connect to RabbitMQ at {self._url}: {type(exc).__name__}") from None
+                f"cannot connect to RabbitMQ at {self._url}: {type(exc).__name__} ({hint})"
+            ) from None
         self._connection.close_callbacks.add(self._on_close)
         self._connection.reconnect_callbacks.add(self._on_reconnect)
         try:
@@ -314,8 +318,9 @@ class RabbitConsumer:
                     log.info("consumer attached again", queue=self._queue_name, broker=self._url,
                              consumer_tag=self._consumer_tag)
                 else:
-                    self._note(f"consumer on queue {self._queue_name!r} detached (connection "
-                               f"{'open' if self._connected else 'lost'})")
+                    if self._connected:  # a lost connection was noted when it closed
+                        self._note(f"consumer on queue {self._queue_name!r} detached: the "
+                                   "broker cancelled it (queue deleted?)")
                     log.warning("consumer detached", queue=self._queue_name, broker=self._url,
                                 connection_open=self._connected)
             was = now

@@ -125,7 +125,7 @@ class RabbitConsumer:
         except Exception as exc:
             hint = ("the broker refused the login: check detail.user_name, detail.password and "
                     "detail.vhost_name" if "Authentication" in type(exc).__name__ else
-                    "check connection.address and that the broker runs")
+                    "check connection.address, detail.vhost_name and that the broker runs")
             raise ConsumerError(
                 f"cannot connect to RabbitMQ at {self._url}: {type(exc).__name__} ({hint})"
             ) from None

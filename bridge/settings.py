@@ -191,6 +191,8 @@ class ConnectionSettings(_Model):
     declare_queue: bool = False
     consumer_timeout_s: float = Field(default=1800, gt=0)
     dead_letter_exchange: str = ""
+    dead_letter_topic: str = ""
+    """RocketMQ: where a message EG rejects for good is published; "" = ``%DLQ%<group>``."""
     heartbeat_s: int = Field(default=60, ge=0, le=3600)
     reconnect_interval_s: float = Field(default=2.0, gt=0, le=300)
     tags: str = "*"

@@ -6,11 +6,19 @@ expression ``connection.tags``, batch size 1, ``connection.threads`` consume thr
 most that many messages are in the pipeline at once). Each callback runs on a native thread:
 it copies the message (the C pointer dies with the callback), hands a :class:`RocketDelivery`
 to the loop with ``call_soon_threadsafe`` and blocks on it until the pipeline settles it: ack
--> ``CONSUME_SUCCESS``; requeue or dead-letter -> ``RECONSUME_LATER`` (the client sends its
-pull batch back to ``%RETRY%<group>``, see :mod:`bridge.consumers.rocketmq_delivery`; after
-the broker's retry limit it lands in ``%DLQ%<group>``, design §7). While EG fails transiently
-the pipeline keeps retrying, so the thread keeps waiting (an outage does not walk messages to
-``%DLQ%``).
+-> ``CONSUME_SUCCESS``; requeue -> ``RECONSUME_LATER`` (the client sends its pull batch back
+to ``%RETRY%<group>``, see :mod:`bridge.consumers.rocketmq_delivery`). While EG fails
+transiently the pipeline keeps retrying, so the thread keeps waiting (an outage does not walk
+messages to ``%DLQ%``).
+
+Dead letters (design §7): ``RECONSUME_LATER`` would send the whole pull batch back, so the
+bridge publishes a copy of a message EG rejects for good itself, with a native ``Producer``
+(same name servers and ACL keys; its own producer group ``<group>-eg-bridge-dlq`` and
+instance name, so it gets its own client factory; started before the consumer, shut down
+after it), to ``connection.dead_letter_topic`` or else ``%DLQ%<group>``. The consume thread
+that holds the message sends it (``send_sync``, off the loop) and returns ``CONSUME_SUCCESS``
+only after ``SEND_OK``; any failure logs an ERROR and returns ``RECONSUME_LATER`` (the
+broker's own retry path to ``%DLQ%<group>``).
 
 Rules from rocketmq.md §1 applied here: never raise from the callback; keep a strong reference
 to the native consumer for the life of the process; start and shutdown off the event loop
@@ -23,6 +31,8 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import os
+import re
 import threading
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -32,9 +42,16 @@ from typing import Any
 import structlog
 
 from bridge.consumers.base import DeliveryHandler
-from bridge.consumers.rocketmq_delivery import RECONSUME_LATER, RocketDelivery, copy_message
-from bridge.consumers.rocketmq_probe import LIKELY_CAUSES, check_route
+from bridge.consumers.rocketmq_delivery import (
+    CONSUME_SUCCESS,
+    RECONSUME_LATER,
+    RocketDelivery,
+    copy_message,
+    dead_letter_properties,
+)
+from bridge.consumers.rocketmq_probe import LIKELY_CAUSES, check_route, topic_exists
 from bridge.errors import ConfigError, ConsumerError
+from bridge.events import InboundMessage
 from bridge.settings import ConnectionSettings, SourceDetail, host_port
 
 log = structlog.get_logger("bridge.consumers.rocketmq")
@@ -46,6 +63,14 @@ the consume pool is stopped before they return: pull batches still queued are no
 (they stay uncommitted and are consumed after a restart) instead of being sent back."""
 _KEEP_ALIVE: list[Any] = []
 """Native consumers live as long as the process: their ctypes callbacks must never be freed."""
+DLQ_PREFIX = "%DLQ%"
+SEND_OK = 0
+"""``rocketmq.client.SendStatus.SEND_OK``; the other statuses (flush or slave timeouts) count
+as failures: the copy may not be durable, so the original is kept."""
+DEAD_LETTER_SEND_TIMEOUT_MS = 3000
+"""One attempt of a dead-letter send (the client tries up to three times)."""
+_TOPIC_NAME = re.compile(r"[%|a-zA-Z0-9_-]{1,127}")
+"""The broker's topic name rule (Java ``TopicValidator``)."""
 
 
 def load_driver() -> tuple[ModuleType, Any]:
@@ -83,14 +108,15 @@ class RocketConsumer:
     Args:
         detail: the source detail: ``group``, ``topic``, ``namesrv_address``, ``enable_acl``
             with ``access_key``/``secret_key``, ``ssl_enable``.
-        connection: ``tags``, ``threads``, ``properties``.
+        connection: ``tags``, ``threads``, ``properties``, ``dead_letter_topic``.
         wait_timeout_s: the longest a consume thread waits for its message's settlement, in
             seconds; the pipeline settles within ``max_hold_s`` plus one request, so this is a
             safety net (then ``RECONSUME_LATER``; a late ack is ignored: a duplicate at most).
 
     Raises:
         ConfigError: ``ssl_enable`` is true (this client has no TLS), ACL keys are missing,
-            the name server address is malformed, or the library is not installed.
+            the name server address is malformed, ``dead_letter_topic`` is not a topic name
+            or is the consumed topic, or the library is not installed.
     """
 
     def __init__(self, detail: SourceDetail, connection: ConnectionSettings,
@@ -106,6 +132,13 @@ class RocketConsumer:
             self._namesrv = name_servers(detail.namesrv_address or "")
         except ValueError as exc:
             problems.append(f"source.detail.namesrv_address: {exc}")
+        dead_topic = connection.dead_letter_topic.strip()
+        if dead_topic and not _TOPIC_NAME.fullmatch(dead_topic):
+            problems.append("source.connection.dead_letter_topic: a topic name is 1-127 of "
+                            "letters, digits, '%', '|', '_', '-'")
+        elif dead_topic and dead_topic == detail.topic:
+            problems.append("source.connection.dead_letter_topic: must not be the consumed "
+                            "topic (rejected messages would come straight back)")
         if problems:
             raise ConfigError(problems)
         self._client, self._dll = load_driver()
@@ -114,10 +147,12 @@ class RocketConsumer:
                              detail.secret_key.get_secret_value()) if (
             detail.enable_acl and detail.access_key and detail.secret_key) else None
         self._conn = connection
+        self._dead_topic = dead_topic or DLQ_PREFIX + self._group
         self._wait_timeout_s = wait_timeout_s
         self._loop: asyncio.AbstractEventLoop | None = None
         self._handler: DeliveryHandler | None = None
         self._native: Any = None
+        self._producer: Any = None
         self._started = False
         self._stopping = threading.Event()
         self._released = threading.Event()
@@ -126,16 +161,20 @@ class RocketConsumer:
         self.last_error: dict[str, Any] | None = None
 
     async def start(self, handler: DeliveryHandler) -> None:
-        """Check the route, then create, configure and start the native push consumer.
+        """Check the route, start the dead-letter producer (once), then create, configure and
+        start the native push consumer.
 
         Raises:
             ConsumerError: the route check failed (the text names the step and the likely
-                causes: name server, topic, ACL keys) or the native start failed.
+                causes: name server, topic, ACL keys) or a native start failed.
         """
         self._loop = asyncio.get_running_loop()
         self._handler = handler
         try:
             await check_route(self._namesrv, self._topic, self._group, self._credentials)
+            if self._producer is None:
+                await self._check_dead_letter_topic()
+                self._producer = await self._start_producer()
         except ConsumerError as exc:
             self._note(str(exc))
             raise
@@ -166,6 +205,48 @@ class RocketConsumer:
         self.last_error = {"at": datetime.now(UTC).isoformat(), "kind": "broker",
                            "error_code": "", "message": message[:500]}
 
+    async def _check_dead_letter_topic(self) -> None:
+        """Warn when the dead-letter topic has no route: sends to it fail until it exists (a
+        broker creates ``%DLQ%<group>`` on the group's first dead letter of its own)."""
+        if await topic_exists(self._namesrv, self._dead_topic, self._credentials) is False:
+            log.warning("dead-letter topic does not exist (yet): until it does, a message EG "
+                        "rejects goes back through %RETRY% and takes its pull batch with it; "
+                        "create the topic or set connection.dead_letter_topic",
+                        topic=self._dead_topic, group=self._group)
+
+    async def _start_producer(self) -> Any:
+        """Create and start the dead-letter producer (its own group and client instance).
+
+        Raises:
+            ConsumerError: the native start failed.
+        """
+        producer = self._client.Producer(f"{self._group}-eg-bridge-dlq",
+                                         timeout=DEAD_LETTER_SEND_TIMEOUT_MS)
+        _KEEP_ALIVE.append(producer)
+        # A client instance of its own: not the consumer's MQClientFactory (rocketmq.md §1).
+        self._dll.SetProducerInstanceName(producer._handle,
+                                          f"eg-bridge-dlq-{os.getpid()}".encode())
+        producer.set_name_server_address(self._namesrv)
+        if self._credentials is not None:
+            producer.set_session_credentials(self._credentials[0], self._credentials[1], "")
+        try:
+            await asyncio.to_thread(producer.start)
+        except Exception as exc:
+            text = str(exc).split(",error:")[0][:300]
+            raise ConsumerError(f"RocketMQ dead-letter producer did not start: {text}"
+                                ) from None
+        log.info("dead-letter producer started", topic=self._dead_topic)
+        return producer
+
+    async def _stop_producer(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is None:
+            return
+        try:
+            await asyncio.to_thread(producer.shutdown)
+        except Exception as exc:
+            log.warning("RocketMQ dead-letter producer shutdown failed", error=str(exc)[:300])
+
     # -- native consume threads ----------------------------------------------------------------
 
     def _on_message(self, msg: Any) -> int:
@@ -183,12 +264,57 @@ class RocketConsumer:
                 self._loop.call_soon_threadsafe(self._dispatch, delivery)
                 if not delivery.wait(self._wait_timeout_s):
                     delivery.requeue()
+                if delivery.rejection is not None:
+                    return self._publish_dead_letter(delivery, *delivery.rejection)
                 return delivery.status
             finally:
                 with self._lock:
                     self._outstanding.discard(delivery)
         except BaseException:  # C must get a valid status (rocketmq.md §1 rule 5)
             return RECONSUME_LATER
+
+    def _publish_dead_letter(self, delivery: RocketDelivery, reason: str, error_code: str) -> int:
+        """On the consume thread: send a copy to the dead-letter topic; ``CONSUME_SUCCESS``
+        after ``SEND_OK``, else log an ERROR and ``RECONSUME_LATER``. Never raises."""
+        message = delivery.message
+        try:
+            dead_letter_id = self._send_dead_letter(message, reason, error_code)
+        except Exception as exc:
+            log.error("dead-letter publish failed, the message goes back through %RETRY%",
+                      topic=self._dead_topic, reason=reason, error_code=error_code,
+                      message_id=message.message_id,
+                      error=f"{type(exc).__name__}: {str(exc).split(',error:')[0][:300]}")
+            return RECONSUME_LATER
+        log.warning("message published to the dead-letter topic", topic=self._dead_topic,
+                    reason=reason, error_code=error_code, message_id=message.message_id,
+                    dead_letter_id=dead_letter_id)
+        return CONSUME_SUCCESS
+
+    def _send_dead_letter(self, message: InboundMessage, reason: str, error_code: str) -> str:
+        """``send_sync`` the copy (blocks this thread); returns its message id.
+
+        Raises:
+            RuntimeError: no producer, or a status other than ``SEND_OK``.
+            rocketmq.exceptions.RocketMQException: the send failed (no route, timeout, ...).
+        """
+        producer = self._producer
+        if producer is None:
+            raise RuntimeError("the dead-letter producer is not running")
+        copy = self._client.Message(self._dead_topic)
+        try:
+            copy.set_body(message.body)  # a C string: the body already ends at the first NUL
+            if message.subject:
+                copy.set_tags(message.subject)
+            if message.keys:
+                copy.set_keys(message.keys)
+            for name, value in dead_letter_properties(message, reason, error_code).items():
+                copy.set_property(name, value)
+            result = producer.send_sync(copy)
+        finally:
+            self._dll.DestroyMessage(copy._handle)  # the 2.0.0 wrapper never frees it (#96)
+        if int(result.status) != SEND_OK:
+            raise RuntimeError(f"send status {result.status!r}, the copy may not be durable")
+        return str(result.msg_id)
 
     def _dispatch(self, delivery: RocketDelivery) -> None:
         """On the loop thread: hand the delivery to the pipeline."""
@@ -222,10 +348,12 @@ class RocketConsumer:
 
     async def close(self) -> None:
         """Shut the native consumer down off the loop (it joins the consume threads and commits
-        the final offsets); messages still held return ``RECONSUME_LATER``."""
+        the final offsets; messages still held return ``RECONSUME_LATER``), then the
+        dead-letter producer."""
         await self.stop_intake()
         if self._native is None or not self._started:
             self._release()
+            await self._stop_producer()
             return
         self._started = False
         assert self._loop is not None
@@ -237,6 +365,7 @@ class RocketConsumer:
         finally:
             timer.cancel()
             self._release()
+        await self._stop_producer()  # after the consumer: its threads may still be sending
         log.info("consumer closed", topic=self._topic, group=self._group)
 
     @property

@@ -7,7 +7,8 @@ all three as "No route info"). Before the native consumer starts, :func:`check_r
 name server for the topic's route (GET_ROUTEINFO_BY_TOPIC, code 105) and the master broker for
 the group's offset of queue 0 (QUERY_CONSUMER_OFFSET, code 14, ACL-signed as the client signs:
 ``Base64(HmacSHA1(secret, sorted ext values + body))``), and names what failed. Error texts
-never contain the access key or the secret key.
+never contain the access key or the secret key. :func:`topic_exists` asks the name servers
+whether a topic has a route (the dead-letter topic, whose absence is only worth a warning).
 """
 
 from __future__ import annotations
@@ -151,3 +152,20 @@ async def check_route(namesrv: str, topic: str, group: str,
     if code not in (SUCCESS, QUERY_NOT_FOUND):
         raise RouteProblem(f"broker {broker} refused group {group!r} on topic {topic!r}: code "
                            f"{code} ({_scrub(remark, credentials)}); {LIKELY_CAUSES}")
+
+
+async def topic_exists(namesrv: str, topic: str, credentials: tuple[str, str] | None,
+                       timeout_s: float = 5.0) -> bool | None:
+    """Whether the name servers ``namesrv`` (``h:p;h:p``) know a route for ``topic``.
+
+    Returns:
+        True or False from the first name server that answers SUCCESS or TOPIC_NOT_EXIST;
+        None when none answered or an answer was another error. Never raises.
+    """
+    for address in [a.strip() for a in namesrv.split(";") if a.strip()]:
+        try:
+            code, _, _ = await request(address, ROUTE, {"topic": topic}, credentials, timeout_s)
+        except (OSError, TimeoutError, ValueError):
+            continue
+        return {SUCCESS: True, TOPIC_NOT_EXIST: False}.get(code)
+    return None

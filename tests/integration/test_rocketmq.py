@@ -60,13 +60,14 @@ def bridges() -> Iterator[list[BridgeProcess]]:
 def start_bridge(tmp_path: Path, bridges: list[BridgeProcess], emulator: Emulator,
                  broker: TestBroker, *, acl: tuple[str, str] | None = None,
                  properties: tuple[str, ...] = (), threads: int = 4,
-                 **overrides: Any) -> BridgeProcess:
+                 dead_letter_topic: str = "", **overrides: Any) -> BridgeProcess:
     """``eg-bridge run`` consuming TOPIC as GROUP; the native client logs to tmp_path."""
     cfg = bridge_config(emulator_url=emulator.url, rabbit_address="127.0.0.1:1", queue="-",
                         source_name=f"rmq-{uuid.uuid4().hex[:8]}", status_port=status_port(),
                         overrides=overrides)
     cfg["source"].update(rocketmq_source(broker, topic=TOPIC, group=GROUP, acl=acl,
-                                         threads=threads, properties=properties))
+                                         threads=threads, properties=properties,
+                                         dead_letter_topic=dead_letter_topic))
     bridge = BridgeProcess(tmp_path, cfg,
                            env={"ROCKETMQ_CLIENT_LOG_DIR": str(tmp_path / "rocketmq-logs")})
     bridges.append(bridge)
@@ -309,13 +310,97 @@ async def _at_least(emulator: Emulator, n: int) -> bool:
     return await emulator.total() >= n
 
 
-async def test_a_message_eg_rejects_is_retried_to_the_broker_limit_then_lands_in_the_dlq(
+def events_named(bridge: BridgeProcess, event: str) -> list[dict[str, Any]]:
+    return [line for line in json_lines(bridge) if line.get("event") == event]
+
+
+async def test_a_rejected_message_in_a_backlog_goes_to_the_dlq_and_its_batch_mates_stay_put(
     broker: TestBroker, emulator: Emulator, tmp_path: Path, bridges: list[BridgeProcess],
 ) -> None:
+    """The client hands a consume thread a whole pull batch (up to 32 messages of a queue);
+    a RECONSUME_LATER would send all of it back. The bridge publishes the rejected message to
+    %DLQ%<group> itself and acks it, so nothing else moves."""
+    broker.acl = {ACL[0]: ACL[1]}
+    broker.store.retry_delay_s = 0.2  # a retry, if any, would come back quickly
+    broker.store.create_topic(DLQ_PREFIX + GROUP, 1)  # as after the group's first dead letter
+    backlog = [{"body": f"backlog {i}", "tags": "text", "keys": f"k-{i}",
+                "properties": {"color": "red", "size": "L"}} for i in range(200)]
+    ids = await produce(broker, TOPIC, backlog, acl=ACL, workdir=tmp_path)  # before the bridge
+    poison = ids[100]  # in the middle of the first pull batch of its queue
+    await emulator.fault(path="events", event_ids=[poison], error_code="EG.00513000")
+    bridge = start_bridge(tmp_path, bridges, emulator, broker, acl=ACL, properties=("color",))
+    await bridge.wait_ready()
+    assert await emulator.wait_total(199, timeout_s=60) == 199
+    await wait_until(lambda: broker.store.messages(DLQ_PREFIX + GROUP), 30, "the dead letter")
+    await wait_until(lambda: committed(broker) == 200, 15, "every offset committed")
+    await asyncio.sleep(2)  # ten retry delays: nothing comes back
+    delivered = Counter(e["id"] for e in await emulator.events())
+    assert set(delivered) == set(ids) - {poison}
+    assert max(delivered.values()) == 1
+    assert broker.store.send_backs == []  # no RECONSUME_LATER at all
+    assert broker.store.messages(RETRY_PREFIX + GROUP) == []
+    [dead] = broker.store.messages(DLQ_PREFIX + GROUP)
+    assert dead.plain_body() == b"backlog 100"
+    assert (dead.tags, dead.properties["KEYS"]) == ("text", "k-100")
+    assert dead.properties["color"] == "red"
+    assert "size" not in dead.properties  # the bridge knows only connection.properties
+    assert dead.properties["x-eg-bridge-reason"] == "eg_rejected"
+    assert dead.properties["x-eg-bridge-error-code"] == "EG.00513000"
+    assert dead.properties["ORIGIN_MESSAGE_ID"] == poison
+    assert dead.reconsume_times == 0
+    assert [x["message_id"] for x in events_named(bridge, "message dead-lettered")] == [poison]
+    published = events_named(bridge, "message published to the dead-letter topic")
+    assert [(x["message_id"], x["topic"]) for x in published] == [(poison, DLQ_PREFIX + GROUP)]
+    assert published[0]["dead_letter_id"] == dead.msg_id
+    assert events_named(bridge, "message redelivered by the broker") == []
+    assert not [x for x in json_lines(bridge)
+                if str(x.get("event", "")).startswith("dead-letter topic does not exist")]
+    assert await metric(bridge, "eg_bridge_redeliveries_total") == 0
+    assert broker.acl_rejections == 0  # the dead-letter producer signs with the same keys
+    bridge.terminate()
+    assert await bridge.wait_exit(20) == 0
+    assert "Segmentation fault" not in bridge.log()
+
+
+async def test_an_oversized_message_goes_to_the_configured_dead_letter_topic(
+    broker: TestBroker, emulator: Emulator, tmp_path: Path, bridges: list[BridgeProcess],
+) -> None:
+    broker.store.create_topic("orders-rejected", 2)
+    big = "x" * 70_000  # over EG's 64 KiB; both producers compress it (bodies over 4 KB)
+    ids = await produce(broker, TOPIC, [*texts(20, "small"), {"body": big, "keys": "k-big"},
+                                        *texts(20, "later")], workdir=tmp_path)
+    bridge = start_bridge(tmp_path, bridges, emulator, broker, dead_letter_topic="orders-rejected")
+    await bridge.wait_ready()
+    assert await emulator.wait_total(40, timeout_s=60) == 40
+    await wait_until(lambda: broker.store.messages("orders-rejected"), 30, "the dead letter")
+    await wait_until(lambda: committed(broker) == 41, 15, "every offset committed")
+    assert {e["id"] for e in await emulator.events()} == set(ids) - {ids[20]}
+    [dead] = broker.store.messages("orders-rejected")
+    assert dead.sys_flag & 1  # compressed by the bridge's producer
+    assert dead.plain_body() == big.encode()
+    assert dead.tags == ""
+    assert dead.properties["KEYS"] == "k-big"
+    assert dead.properties["x-eg-bridge-reason"] == "event_too_large"
+    assert "x-eg-bridge-error-code" not in dead.properties  # EG never saw it: no code
+    assert dead.properties["ORIGIN_MESSAGE_ID"] == ids[20]
+    assert broker.store.send_backs == []
+    assert broker.store.messages(DLQ_PREFIX + GROUP) == []
+    assert events_named(bridge, "dead-letter producer started")[0]["topic"] == "orders-rejected"
+
+
+async def test_without_a_dead_letter_topic_a_rejected_message_walks_the_retries_to_the_dlq(
+    broker: TestBroker, emulator: Emulator, tmp_path: Path, bridges: list[BridgeProcess],
+) -> None:
+    """%DLQ%<group> exists only after the broker's first dead letter for the group; until
+    then the bridge's send fails ("No route info") and the message takes the broker's own
+    retry path. Afterwards the bridge publishes there itself."""
     broker.store.max_reconsume_times = 2  # the client asks 16; the retry cycle is the same
     broker.store.retry_delay_s = 0.2
     bridge = start_bridge(tmp_path, bridges, emulator, broker)
     await bridge.wait_ready()
+    [warning] = [x for x in json_lines(bridge)
+                 if str(x.get("event", "")).startswith("dead-letter topic does not exist")]
+    assert (warning["level"], warning["topic"]) == ("warning", DLQ_PREFIX + GROUP)
     outage = await emulator.fault(path="events", status=503)  # hold it until the fault is set
     [poison] = await produce(broker, TOPIC, texts(1, "poison"), workdir=tmp_path)
     await emulator.fault(path="events", event_ids=[poison], error_code="EG.00513000")
@@ -326,11 +411,30 @@ async def test_a_message_eg_rejects_is_retried_to_the_broker_limit_then_lands_in
     assert dead.msg_id == poison
     assert dead.reconsume_times == 3
     assert dead.properties["RETRY_TOPIC"] == TOPIC
+    assert "x-eg-bridge-reason" not in dead.properties  # the broker's copy, not the bridge's
     assert [b.reconsume_times for b in broker.store.send_backs] == [1, 2, 3]
     assert await emulator.total() == 0
-    rejected = [line for line in json_lines(bridge) if line.get("event") == "message dead-lettered"]
+    rejected = events_named(bridge, "message dead-lettered")
     assert [line["message_id"] for line in rejected] == [poison] * 3
     assert all(line["error_code"] == "EG.00513000" for line in rejected)
+    failed = events_named(bridge, "dead-letter publish failed, the message goes back through "
+                                  "%RETRY%")
+    assert [(x["message_id"], x["level"]) for x in failed] == [(poison, "error")] * 3
+    assert all("No route info" in x["error"] for x in failed)
     good = await produce(broker, TOPIC, texts(20, "good"), workdir=tmp_path)
     assert await emulator.wait_total(20, timeout_s=30) == 20
     assert {e["id"] for e in await emulator.events()} == set(good)
+
+    # The broker has created %DLQ%<group> now: the next rejected message goes there directly.
+    outage = await emulator.fault(path="events", status=503)
+    [second] = await produce(broker, TOPIC, texts(1, "second poison"), workdir=tmp_path)
+    await emulator.fault(path="events", event_ids=[second], error_code="00533012")
+    async with aiohttp.ClientSession() as http:
+        await http.delete(f"{emulator.url}/emulator/faults/{outage}")
+    await wait_until(lambda: len(broker.store.messages(DLQ_PREFIX + GROUP)) == 2, 30,
+                     "the second dead letter")
+    again = broker.store.messages(DLQ_PREFIX + GROUP)[1]
+    assert again.properties["ORIGIN_MESSAGE_ID"] == second
+    assert again.properties["x-eg-bridge-error-code"] == "00533012"
+    assert again.reconsume_times == 0
+    assert len(broker.store.send_backs) == 3  # no send-back for the second one

@@ -15,6 +15,11 @@ What it does NOT prove (a real broker, or Huawei DMS, may behave differently):
 * delay levels: a sent-back message waits one fixed ``retry_delay_s`` (1 s by default), not
   10 s, 30 s, 1 min, ... per reconsume time; the DLQ threshold is the client's
   ``maxReconsumeTimes`` (16), checked as the Java broker does;
+* dead-letter topics as a real broker keeps them: ``%DLQ%<group>`` has no route until the
+  group's first broker-made dead letter (as in Java), but then it is readable and takes
+  producer sends from anyone; older Java 4.x brokers create it write-only (perm 2), and
+  whether Huawei DMS accepts client sends to ``%DLQ%`` topics (and which ACL topic
+  permission that needs) is unverified;
 * rebalancing across several consumers of a group (no NOTIFY_CONSUMER_IDS_CHANGED, no
   lock/unlock for orderly mode), tag filtering by hash code, SQL92 filters, transactions;
 * TLS (the client has none), ACL permissions per topic or group (only the signature and the
@@ -43,14 +48,16 @@ ROOT = Path(__file__).resolve().parents[3]
 
 def rocketmq_source(broker: TestBroker, *, topic: str, group: str,
                     acl: tuple[str, str] | None = None, tags: str = "*", threads: int = 4,
-                    properties: Sequence[str] = ()) -> dict[str, Any]:
+                    properties: Sequence[str] = (), dead_letter_topic: str = ""
+                    ) -> dict[str, Any]:
     """The ``source.detail`` and ``source.connection`` of a bridge config for ``broker``."""
     detail: dict[str, Any] = {"namesrv_address": broker.address, "group": group,
                               "topic": topic, "enable_acl": acl is not None}
     if acl is not None:
         detail.update(access_key=acl[0], secret_key=acl[1])
     return {"type": "ROCKETMQ", "detail": detail,
-            "connection": {"tags": tags, "threads": threads, "properties": list(properties)}}
+            "connection": {"tags": tags, "threads": threads, "properties": list(properties),
+                           "dead_letter_topic": dead_letter_topic}}
 
 
 async def produce(broker: TestBroker, topic: str, messages: Sequence[Mapping[str, Any]], *,

@@ -6,6 +6,13 @@ follow the Java broker's ``SendMessageProcessor.consumerSendMsgBack`` in shape: 
 copied to ``%RETRY%<group>`` with ``reconsume_times + 1``, ``RETRY_TOPIC`` and
 ``ORIGIN_MESSAGE_ID``; once ``reconsume_times`` reaches ``maxReconsumeTimes`` it goes to
 ``%DLQ%<group>`` instead. The delay levels are replaced by one fixed ``retry_delay_s``.
+
+Topic creation follows the Java broker too: ``%RETRY%<group>`` exists as soon as anyone asks
+(the Java broker creates it at the group's first heartbeat), ``%DLQ%<group>`` only from the
+group's first dead letter of the broker's own (``createTopicInSendMessageBackMethod``); until
+then the name server has no route for it and a send to it fails with "No route info" (no
+``TBW102`` here: auto-creation is off, as on production brokers). Tests that need it earlier
+create it, as an operator would.
 """
 
 from __future__ import annotations
@@ -78,8 +85,8 @@ class Store:
         return self.topics[name]
 
     def topic(self, name: str) -> Topic | None:
-        """The topic, creating retry/DLQ topics on demand (as the Java broker does)."""
-        if name not in self.topics and name.startswith((RETRY_PREFIX, DLQ_PREFIX)):
+        """The topic, creating ``%RETRY%`` topics on demand (``%DLQ%``: see the module)."""
+        if name not in self.topics and name.startswith(RETRY_PREFIX):
             self.create_topic(name, 1)
         return self.topics.get(name)
 
@@ -157,6 +164,7 @@ class Store:
         to_dlq = msg.reconsume_times >= max_reconsume_times
         self.send_backs.append(SendBack(group, msg.msg_id, times, to_dlq))
         target = (DLQ_PREFIX if to_dlq else RETRY_PREFIX) + group
+        self.create_topic(target, 1)
 
         def store() -> None:
             self.append(target, 0, msg.body, props, born_timestamp=msg.born_timestamp,

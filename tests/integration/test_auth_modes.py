@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -35,17 +34,6 @@ MODES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
 }
 
 
-@pytest.fixture
-def bridges() -> Iterator[list[BridgeProcess]]:
-    started: list[BridgeProcess] = []
-    yield started
-    for b in started:
-        b.kill()
-
-
-@pytest.fixture
-def source_name() -> str:
-    return f"auth-{uuid.uuid4().hex[:10]}"
 
 
 class Stack:
@@ -84,15 +72,6 @@ async def stack(request: pytest.FixtureRequest, tmp_path: Path, rabbit: RabbitSe
         await server.close()
 
 
-async def metrics(bridge: BridgeProcess) -> dict[str, float]:
-    async with aiohttp.ClientSession() as http, http.get(bridge.status_url + "/metrics") as r:
-        text = await r.text()
-    values: dict[str, float] = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            key, _, value = line.rpartition(" ")
-            values[key] = float(value)
-    return values
 
 
 def total(values: dict[str, float], prefix: str) -> float:
@@ -120,7 +99,7 @@ async def test_bridge_delivers_in_each_auth_mode(
     assert await stack.emulator.wait_total(300, source_name) == 300
     await wait_queue_empty(rabbit, queue_name)
     assert {e["id"] for e in await stack.emulator.events(source_name)} == set(ids)
-    values = await metrics(bridge)
+    values = await bridge.metrics()
     assert total(values, "eg_bridge_publish_failures_total") == 0
     stats = await stack.emulator.stats()
     assert stats["auth_failures"] == 0
@@ -147,7 +126,7 @@ async def test_iam_tokens_expire_during_a_run_and_nothing_is_lost(
     assert await stack.emulator.wait_total(len(ids), source_name) >= len(ids)
     await wait_queue_empty(rabbit, queue_name)
     assert {e["id"] for e in await stack.emulator.events(source_name)} == set(ids)
-    values = await metrics(bridge)
+    values = await bridge.metrics()
     assert values.get('eg_bridge_publish_failures_total{reason="auth"}', 0) == 0
     assert total(values, "eg_bridge_publish_failures_total") == 0
     assert total(values, "eg_bridge_dead_lettered_total") == 0

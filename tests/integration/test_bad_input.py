@@ -156,15 +156,6 @@ async def assert_alive_and_ready(bridge: BridgeProcess) -> None:
         assert resp.status == 200, await resp.text()
 
 
-async def metrics(bridge: BridgeProcess) -> dict[str, float]:
-    async with aiohttp.ClientSession() as http, http.get(bridge.status_url + "/metrics") as r:
-        text = await r.text()
-    values: dict[str, float] = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            key, _, value = line.rpartition(" ")
-            values[key] = float(value)
-    return values
 
 
 def dead_lettered_total(values: dict[str, float]) -> float:
@@ -369,7 +360,7 @@ async def test_bodies_map_exactly_and_an_empty_body_is_acked_without_blocking_pr
     assert events["bom"]["data"] == {"bom": True}
     assert all(e["datacontenttype"] == "application/json" for e in events.values())
     # Each message was delivered once and acked: no redelivery, nothing dead-lettered.
-    values = await metrics(bridge)
+    values = await bridge.metrics()
     assert values["eg_bridge_redeliveries_total"] == 0
     assert dead_lettered_total(values) == 0
     assert rabbit.queue_counts(dead_queue) == (0, 0)
@@ -428,7 +419,7 @@ async def test_oversized_message_is_dead_lettered_once_without_holding_back_othe
     dead = await get_all(rabbit.amqp_url, dead_queue)
     assert [m.message_id for m in dead] == ["big-1"]
     assert len(dead[0].body) == BIG_BYTES
-    values = await metrics(bridge)
+    values = await bridge.metrics()
     assert values['eg_bridge_dead_lettered_total{reason="event_too_large"}'] == 1
     assert dead_lettered_total(values) == 1
     assert values["eg_bridge_redeliveries_total"] == 0
@@ -488,7 +479,7 @@ async def test_truncated_json_is_forwarded_as_text_once_and_not_retried(
     assert stats["events_accepted"] == 2
     wire = b"".join(sink.request_bodies)
     assert wire.count(b'"id":"truncated"') == wire.count(b'"id":"truncated-binary"') == 1
-    values = await metrics(bridge)
+    values = await bridge.metrics()
     assert values["eg_bridge_redeliveries_total"] == 0
     assert dead_lettered_total(values) == 0
     assert rabbit.queue_counts(dead_queue) == (0, 0)

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,30 +17,14 @@ import aiohttp
 import pytest
 import yaml
 
-from bridge.emulator import EmulatorConfig, start_emulator
 from tests.support.amqp import declare_queue, publish_json, publish_raw
-from tests.support.bridge import CHANNEL_ID, BridgeProcess, Emulator, bridge_config, status_port
+from tests.support.bridge import BridgeProcess, Emulator, bridge_config, status_port
 from tests.support.proxy import TcpProxy
 from tests.support.rabbit import RabbitServer
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-async def emulator() -> AsyncIterator[Emulator]:
-    server = await start_emulator(EmulatorConfig(port=0, channels={"test": CHANNEL_ID}))
-    try:
-        yield Emulator(server.url)
-    finally:
-        await server.close()
-
-
-@pytest.fixture
-def bridges() -> Iterator[list[BridgeProcess]]:
-    started: list[BridgeProcess] = []
-    yield started
-    for b in started:
-        b.kill()
 
 
 def start_bridge(tmp_path: Path, bridges: list[BridgeProcess], emulator: Emulator,
@@ -290,14 +273,11 @@ async def test_sink_down_60s_one_backoff_no_hot_loop_then_everything_arrives(
     assert await emulator.wait_total(1000, timeout_s=60) == 1000
     assert {e["id"] for e in await emulator.events()} == set(ids)
     await wait_until(lambda: rabbit.queue_counts(queue_name) == (0, 0), 30, "an empty queue")
-    metrics = await metrics_text(bridge)
+    metrics = await bridge.metrics_text()
     assert 'eg_bridge_dead_lettered_total{reason="eg_rejected"} 0.0' in metrics
     assert (await bridge.get_json("/status"))["state"] == "RUNNING"
 
 
-async def metrics_text(bridge: BridgeProcess) -> str:
-    async with aiohttp.ClientSession() as http, http.get(bridge.status_url + "/metrics") as r:
-        return await r.text()
 
 
 @pytest.mark.parametrize(("retry_after", "max_backoff", "low", "high"), [
@@ -322,7 +302,7 @@ async def test_429_retry_after(
     assert await emulator.wait_total(1, timeout_s=30) == 1
     took = time.monotonic() - started
     assert low <= took <= high
-    metrics = await metrics_text(bridge)
+    metrics = await bridge.metrics_text()
     assert 'eg_bridge_publish_failures_total{reason="throttled"} 2.0' in metrics
     assert 'eg_bridge_dead_lettered_total{reason="eg_rejected"} 0.0' in metrics
 
@@ -391,7 +371,7 @@ async def test_dead_letter_paths_for_a_100_kib_message(
         assert warning[0]["level"] == "warning"
         assert warning[0]["event"] == ("dead-lettered by the queue's DLX if it has one, "
                                        "otherwise dropped by the broker")
-    metrics = await metrics_text(bridge)
+    metrics = await bridge.metrics_text()
     assert 'eg_bridge_dead_lettered_total{reason="event_too_large"} 1.0' in metrics
 
 

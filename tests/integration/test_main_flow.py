@@ -9,19 +9,14 @@ import json
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 import yaml
 
-from bridge.emulator import EmulatorConfig, start_emulator
 from tests.support.amqp import declare_queue, publish_json, publish_raw
 from tests.support.bridge import (
-    CHANNEL_ID,
     BridgeProcess,
     Emulator,
     bridge_config,
@@ -32,26 +27,7 @@ from tests.support.rabbit import RabbitServer
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-async def emulator() -> AsyncIterator[Emulator]:
-    server = await start_emulator(EmulatorConfig(port=0, channels={"test": CHANNEL_ID}))
-    try:
-        yield Emulator(server.url)
-    finally:
-        await server.close()
 
-
-@pytest.fixture
-def bridges(tmp_path: Path) -> Iterator[list[BridgeProcess]]:
-    started: list[BridgeProcess] = []
-    yield started
-    for b in started:
-        b.kill()
-
-
-@pytest.fixture
-def source_name() -> str:
-    return f"test-{uuid.uuid4().hex[:10]}"
 
 
 def make_bridge(tmp_path: Path, bridges: list[BridgeProcess], emulator: Emulator,
@@ -129,7 +105,7 @@ async def test_first_five_publishes_fail_503_and_everything_arrives(
     assert await emulator.wait_total(500, source_name, timeout_s=60) == 500
     await wait_queue_empty(rabbit, queue_name)
     assert {e["id"] for e in await emulator.events(source_name)} == set(ids)
-    metrics = await _metrics(bridge)
+    metrics = await bridge.metrics()
     assert metrics['eg_bridge_publish_failures_total{reason="server_error"}'] >= 5
     assert sum(v for k, v in metrics.items() if k.startswith("eg_bridge_dead_lettered_total")) == 0
     retries = [json.loads(line) for line in bridge.log().splitlines()
@@ -213,12 +189,3 @@ def test_bad_config_exits_2_naming_field_and_variable(tmp_path: Path) -> None:
         assert "S3cr3t!x" not in result.stderr + result.stdout
 
 
-async def _metrics(bridge: BridgeProcess) -> dict[str, float]:
-    async with aiohttp.ClientSession() as http, http.get(bridge.status_url + "/metrics") as r:
-        text = await r.text()
-    values: dict[str, float] = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            key, _, value = line.rpartition(" ")
-            values[key] = float(value)
-    return values

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,21 +29,6 @@ PASSWORD = "S3cr3t!x"
 AK, SK = "AKSECRETPAIR0001", "SKSECRETPAIRVALUE0001"
 
 
-@pytest.fixture
-async def emulator() -> AsyncIterator[Emulator]:
-    server = await start_emulator(EmulatorConfig(port=0, channels={"test": CHANNEL_ID}))
-    try:
-        yield Emulator(server.url)
-    finally:
-        await server.close()
-
-
-@pytest.fixture
-def bridges() -> Iterator[list[BridgeProcess]]:
-    started: list[BridgeProcess] = []
-    yield started
-    for b in started:
-        b.kill()
 
 
 def start_bridge(tmp_path: Path, bridges: list[BridgeProcess], emulator_url: str,
@@ -76,15 +60,6 @@ async def wait_readyz(bridge: BridgeProcess, want: int, timeout_s: float) -> flo
     raise AssertionError(f"/readyz never answered {want} in {timeout_s}s:\n{bridge.log()[-3000:]}")
 
 
-async def metrics(bridge: BridgeProcess) -> dict[str, float]:
-    async with aiohttp.ClientSession() as http, http.get(bridge.status_url + "/metrics") as r:
-        text = await r.text()
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            key, _, value = line.rpartition(" ")
-            out[key] = float(value)
-    return out
 
 
 async def test_readiness_follows_the_broker_and_nothing_confirmed_is_lost(
@@ -126,7 +101,7 @@ async def test_metrics_match_the_emulator_and_count_dead_letters(
     bridge = start_bridge(tmp_path, bridges, emulator.url, rabbit.address, queue_name)
     await emulator.wait_total(300)
     await asyncio.sleep(1)
-    m = await metrics(bridge)
+    m = await bridge.metrics()
     assert m["eg_bridge_events_published_total"] == await emulator.total() == 300
     assert m["eg_bridge_messages_received_total"] == 301
     assert m['eg_bridge_dead_lettered_total{reason="event_too_large"}'] == 1
@@ -142,15 +117,21 @@ async def test_metrics_match_the_emulator_and_count_dead_letters(
     assert "x" * 100 not in bridge.log()  # the body is never logged
 
 
+@pytest.mark.parametrize("mode", ["token", "aksk"])
 async def test_no_secret_in_logs_status_or_metrics(
-    rabbit: RabbitServer, queue_name: str, tmp_path: Path, bridges: list[BridgeProcess],
+    mode: str, rabbit: RabbitServer, queue_name: str, tmp_path: Path,
+    bridges: list[BridgeProcess],
 ) -> None:
+    emulator_auth: dict[str, Any] = (
+        {"auth": "token", "tokens": [TOKEN]} if mode == "token"
+        else {"auth": "aksk", "access_keys": {AK: SK}})
+    auth = {"token": TOKEN} if mode == "token" else {"aksk": {"access_key": AK, "secret_key": SK}}
     server = await start_emulator(EmulatorConfig(port=0, channels={"test": CHANNEL_ID},
-                                                 auth="token", tokens=[TOKEN]))
+                                                 **emulator_auth))
     try:
         bridge = start_bridge(
             tmp_path, bridges, server.url, rabbit.address, queue_name,
-            eventgrid={"auth": {"token": TOKEN}},
+            eventgrid={"auth": auth},
             source={"detail": {"user_name": "bridgeuser", "password": PASSWORD,
                                "vhost_name": "/", "queue_name": queue_name,
                                "access_key": AK, "secret_key": SK}},
@@ -167,13 +148,14 @@ async def test_no_secret_in_logs_status_or_metrics(
                 break
             await asyncio.sleep(0.3)
         code, ready = await readyz(bridge)
-        text = str(status) + str(ready) + str(await metrics(bridge))
+        text = str(status) + str(ready) + str(await bridge.metrics())
         bridge.terminate()
         assert await bridge.wait_exit() == 0
     finally:
         await server.close()
     assert code == 503
     assert status["state"] == "ERROR"
+    assert status["source"]["id"]  # EG accepted the credentials: the source is registered
     assert "cannot connect to RabbitMQ" in status["last_error"]["message"]
     log = bridge.log()
     for secret in (PASSWORD, TOKEN, AK, SK):
@@ -205,7 +187,7 @@ async def test_source_status_from_eg_is_shown(
             break
         await asyncio.sleep(0.2)
     assert status["source"]["error_info"] == info
-    m = await metrics(bridge)
+    m = await bridge.metrics()
     assert m['eg_bridge_source_status{status="ERROR"}'] == 1
     assert m['eg_bridge_source_status{status="RUNNING"}'] == 0
 

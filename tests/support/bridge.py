@@ -126,6 +126,20 @@ class BridgeProcess:
         async with aiohttp.ClientSession() as http, http.get(self.status_url + path) as resp:
             return await resp.json()
 
+    async def metrics_text(self) -> str:
+        """The Prometheus text of /metrics."""
+        async with aiohttp.ClientSession() as http, http.get(self.status_url + "/metrics") as r:
+            return await r.text()
+
+    async def metrics(self) -> dict[str, float]:
+        """/metrics as ``{'name{labels}': value}``."""
+        values: dict[str, float] = {}
+        for line in (await self.metrics_text()).splitlines():
+            if line and not line.startswith("#"):
+                key, _, value = line.rpartition(" ")
+                values[key] = float(value)
+        return values
+
     def terminate(self) -> None:
         """Send SIGTERM."""
         assert self.proc is not None

@@ -226,12 +226,9 @@ class SourceSettings(_Model):
 
     @model_validator(mode="after")
     def _detail_for_type(self) -> Self:
-        d = self.detail
-        need = ("queue_name", "user_name", "password") if self.type == "RABBITMQ" else (
-            "group", "topic", "namesrv_address")
-        missing = [k for k in need if getattr(d, k) in (None, "")]
-        if missing:
-            raise ValueError(f"detail.{', detail.'.join(missing)} required for type {self.type}")
+        problems = detail_problems(self.type, self.detail.model_dump())
+        if problems:
+            raise ValueError(problems[0].removeprefix("source."))
         return self
 
 
@@ -310,24 +307,70 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _hold_below_consumer_timeout(self) -> Self:
-        problems = []
-        hold, timeout = self.forwarding.max_hold_s, self.eventgrid.request_timeout_s
-        if timeout >= hold:
-            problems.append(
-                "eventgrid.request_timeout_s must stay below forwarding.max_hold_s (a message "
-                "is settled within max_hold_s, one request included)")
-        limit = self.source.connection.consumer_timeout_s
-        if self.source.type == "RABBITMQ" and hold >= limit:
-            problems.append(
-                "forwarding.max_hold_s must stay below source.connection.consumer_timeout_s "
-                "(the broker closes the channel of a consumer that holds a message longer)")
-        if self.source.type == "RABBITMQ" and timeout >= limit:
-            problems.append(
-                "eventgrid.request_timeout_s must stay below "
-                "source.connection.consumer_timeout_s")
+        problems = timing_problems(self.source.type, self.forwarding.max_hold_s,
+                                   self.eventgrid.request_timeout_s,
+                                   self.source.connection.consumer_timeout_s)
         if problems:
             raise ValueError("\n  - ".join(problems))
         return self
+
+
+def detail_problems(source_type: object, detail: Mapping[str, Any]) -> list[str]:
+    """The ``detail`` keys a source type cannot do without (eg-api.md §3.3), as problems."""
+    need = {"RABBITMQ": ("queue_name", "user_name", "password"),
+            "ROCKETMQ": ("group", "topic", "namesrv_address")}.get(str(source_type), ())
+    missing = [k for k in need if detail.get(k) in (None, "")
+               and detail.get(f"{k}_file") in (None, "")]
+    if not missing:
+        return []
+    return [f"source.detail.{', source.detail.'.join(missing)} required for type {source_type}"]
+
+
+def timing_problems(source_type: object, hold: float, timeout: float, limit: float
+                    ) -> list[str]:
+    """A message is settled within ``max_hold_s`` (one request included), which must stay
+    below the broker's consumer_timeout (RabbitMQ closes the channel of a consumer that holds
+    a message longer, design §7 and §10)."""
+    problems = []
+    if timeout >= hold:
+        problems.append(
+            "eventgrid.request_timeout_s must stay below forwarding.max_hold_s (a message "
+            "is settled within max_hold_s, one request included)")
+    if source_type == "RABBITMQ" and hold >= limit:
+        problems.append(
+            "forwarding.max_hold_s must stay below source.connection.consumer_timeout_s "
+            "(the broker closes the channel of a consumer that holds a message longer)")
+    if source_type == "RABBITMQ" and timeout >= limit:
+        problems.append(
+            "eventgrid.request_timeout_s must stay below source.connection.consumer_timeout_s")
+    return problems
+
+
+def _raw_cross_field_problems(data: Mapping[str, Any], *, with_detail: bool) -> list[str]:
+    """The checks across fields, on the raw values, for a config that also has field errors:
+    pydantic skips model validators then, and an operator should see every problem at once."""
+    def section(*path: str) -> Mapping[str, Any]:
+        node: Any = data
+        for key in path:
+            node = node.get(key) if isinstance(node, Mapping) else None
+        return node if isinstance(node, Mapping) else {}
+
+    def number(node: Mapping[str, Any], key: str, default: float) -> float | None:
+        try:
+            return float(node.get(key, default))
+        except (TypeError, ValueError):
+            return None
+
+    source = section("source")
+    problems = detail_problems(source.get("type"), section("source", "detail")) if with_detail \
+        else []
+    hold = number(section("forwarding"), "max_hold_s", ForwardingSettings().max_hold_s)
+    timeout = number(section("eventgrid"), "request_timeout_s", 10.0)
+    limit = number(section("source", "connection"), "consumer_timeout_s",
+                   ConnectionSettings().consumer_timeout_s)
+    if hold is not None and timeout is not None and limit is not None:
+        problems += timing_problems(source.get("type"), hold, timeout, limit)
+    return problems
 
 
 def substitute(value: Any, environ: Mapping[str, str], problems: list[str], path: str = "") -> Any:
@@ -359,6 +402,8 @@ def substitute(value: Any, environ: Mapping[str, str], problems: list[str], path
 def _format_error(err: Mapping[str, Any]) -> str:
     loc = ".".join(str(p) for p in err["loc"])
     msg = str(err["msg"]).removeprefix("Value error, ")
+    if msg.startswith("detail."):  # a model check naming its own sub-field
+        return f"{loc}.{msg}"
     return f"{loc}: {msg}" if loc else msg
 
 
@@ -402,6 +447,8 @@ def load_settings(path: str | Path | None = None, environ: Mapping[str, str] | N
         unset = {p.split(":", 1)[0] for p in problems}
         problems.extend(_format_error(e) for e in exc.errors(include_input=False)
                         if ".".join(str(x) for x in e["loc"]) not in unset)
+        detail_checked = any(tuple(e["loc"]) == ("source",) for e in exc.errors())
+        problems.extend(_raw_cross_field_problems(data, with_detail=not detail_checked))
         raise ConfigError(problems) from None
     if problems:
         raise ConfigError(problems)

@@ -116,3 +116,21 @@ def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
         load_settings(tmp_path / "nope.yaml", {})
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_settings(write(tmp_path, "a: [\n"), {})
+
+
+def test_checks_across_fields_are_reported_with_field_errors(tmp_path: Path) -> None:
+    text = BASE.replace("NAME", "Bad").replace("    queue_name: orders\n",
+                                               "    queue_name: ''\n  connection:\n"
+                                               "    consumer_timeout_s: 5\n")
+    text += "forwarding:\n  max_hold_s: 60\n"
+    with pytest.raises(ConfigError) as err:
+        load_settings(write(tmp_path, text), {"EG_TOKEN": "t"})
+    problems = err.value.problems
+    assert any(p.startswith("source.name:") for p in problems)
+    assert "source.detail.queue_name required for type RABBITMQ" in problems
+    assert any(p.startswith("forwarding.max_hold_s must stay below") for p in problems)
+    # Once the name is fixed, the same cross-field problems are reported the same way.
+    with pytest.raises(ConfigError) as again:
+        load_settings(write(tmp_path, text.replace("name: Bad", "name: good")), {"EG_TOKEN": "t"})
+    assert "source.detail.queue_name required for type RABBITMQ" in again.value.problems
+    assert len(again.value.problems) == len(problems) - 1

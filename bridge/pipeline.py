@@ -98,7 +98,6 @@ class Pipeline:
         self._wake = asyncio.Event()
         self._slot = asyncio.Event()
         self._linger: asyncio.TimerHandle | None = None
-        self._tasks: list[asyncio.Task[None]] = []
         self.unsettled = 0
         self._idle = asyncio.Event()
         self._draining = False

@@ -27,6 +27,12 @@ class Delivery(Protocol):
         """The broker delivered it before (AMQP ``redelivered``, RocketMQ reconsume times > 0)."""
         ...
 
+    @property
+    def stale(self) -> bool:
+        """The broker will deliver it again whatever happens here (RabbitMQ: its channel
+        closed), so it must not be published: it would be sent twice."""
+        ...
+
     def ack(self) -> None:
         """EG accepted the event: remove the message from the broker."""
         ...

@@ -58,6 +58,11 @@ class RabbitDelivery:
         self.message = message
         self.redelivered: bool = bool(raw.delivery.redelivered)
 
+    @property
+    def stale(self) -> bool:
+        """Its channel closed: the broker redelivers it on the new channel (design §7)."""
+        return self._acker.channel.is_closed  # type: ignore[no-any-return]
+
     def ack(self) -> None:
         """``basic.ack`` (coalesced with neighbours into ``multiple=true``)."""
         self._acker.settle(self._tag, Fate.ACK)

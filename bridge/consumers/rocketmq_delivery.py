@@ -63,6 +63,11 @@ class RocketDelivery:
         """The broker delivered it before (reconsume times > 0)."""
         return self.reconsume_times > 0
 
+    @property
+    def stale(self) -> bool:
+        """Never: the consume thread waits for this message whatever the connection does."""
+        return False
+
     def _settle(self, status: int, rejection: tuple[str, str] | None = None) -> None:
         if not self._done.is_set():
             self.status = status

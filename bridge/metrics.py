@@ -40,6 +40,10 @@ class Metrics:
             "eg_bridge_redeliveries_total", "Messages the broker delivered again", registry=r)
         self.requeued = Counter(
             "eg_bridge_requeued_total", "Messages given back to the broker unsent", registry=r)
+        self.stale_dropped = Counter(
+            "eg_bridge_stale_dropped_total",
+            "Unsent deliveries of a closed channel forgotten (the broker redelivers them)",
+            registry=r)
         self.in_flight = Gauge(
             "eg_bridge_in_flight_messages", "Messages received and not yet settled", registry=r)
         self.publish_duration = Histogram(

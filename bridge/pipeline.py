@@ -197,7 +197,23 @@ class Pipeline:
         if not task.cancelled() and task.exception() is not None:
             log.error("publish task failed", exc_info=task.exception())
 
+    def _drop_stale(self, items: list[Item[Delivery]]) -> list[Item[Delivery]]:
+        """Forget deliveries the broker redelivers anyway (their channel closed): publishing
+        them would send each event twice and hold memory for nothing (design §7)."""
+        live = [i for i in items if not i.delivery.stale]
+        if len(live) < len(items):
+            for item in items:
+                if item.delivery.stale:
+                    self._done(item)
+            self._metrics.stale_dropped.inc(len(items) - len(live))
+            log.info("deliveries of a closed channel dropped; the broker redelivers them",
+                     count=len(items) - len(live))
+        return live
+
     async def _send(self, batch: Batch[Delivery]) -> None:
+        batch.items[:] = self._drop_stale(batch.items)
+        if not batch.items:
+            return
         for item in batch.items:
             item.attempts += 1
         started = time.perf_counter()
@@ -302,6 +318,10 @@ class Pipeline:
             await asyncio.sleep(period)
             limit = time.monotonic() - self._send_within_s
             for batch in list(self._pending):
+                batch.items[:] = self._drop_stale(batch.items)
+                if not batch.items:
+                    self._pending.remove(batch)
+                    continue
                 stale = [i for i in batch.items if i.held_since < limit]
                 if not stale:
                     continue

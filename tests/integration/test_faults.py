@@ -138,6 +138,35 @@ async def test_broker_crash_restores_one_consumer_with_its_prefetch_and_loses_no
     assert await ready_code(bridge) == 200
 
 
+async def test_broker_flapping_during_an_eg_outage_sends_each_message_once(
+    rabbit_factory: Any, emulator: Emulator, queue_name: str, tmp_path: Path,
+    bridges: list[BridgeProcess],
+) -> None:
+    broker: RabbitServer = rabbit_factory()
+    await declare_queue(broker.amqp_url, queue_name)
+    fault = await emulator.fault(path="events", status=503)
+    ids = await publish_json(broker.amqp_url, queue_name, [{"n": i} for i in range(200)])
+    bridge = start_bridge(tmp_path, bridges, emulator, broker.address, queue_name,
+                          source={"connection": {"reconnect_interval_s": 1}},
+                          forwarding={"retry": {"initial_backoff_s": 0.2, "max_backoff_s": 1}})
+    await bridge.wait_ready()
+    for _ in range(2):  # the broker goes away and comes back while EG is down
+        await asyncio.to_thread(broker.stop)
+        await asyncio.to_thread(broker.start)
+        await wait_until(lambda: is_ready(bridge), 30, "ready again")
+        await asyncio.sleep(2)
+        status = await bridge.get_json("/status")
+        assert status["consumer"]["in_flight"] <= 200  # stale deliveries are not kept
+    async with aiohttp.ClientSession() as http:
+        await http.delete(f"{emulator.url}/emulator/faults/{fault}")
+    await wait_until(lambda: broker.queue_counts(queue_name) == (0, 0), 60, "an empty queue")
+    await asyncio.sleep(1)
+    events = await emulator.events()
+    assert {e["id"] for e in events} == set(ids)
+    assert len(events) == len(ids)  # nothing sent twice: the redelivered copy went alone
+    assert (await bridge.metrics())["eg_bridge_stale_dropped_total"] > 0
+
+
 async def test_queue_deleted_and_redeclared_consumption_resumes(
     rabbit: RabbitServer, emulator: Emulator, queue_name: str, tmp_path: Path,
     bridges: list[BridgeProcess],

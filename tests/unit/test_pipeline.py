@@ -23,6 +23,7 @@ class FakeDelivery:
         self.message = InboundMessage(body=body, received_at=datetime.now(UTC),
                                       message_id=message_id)
         self.redelivered = False
+        self.stale = False
         self.fates: list[Any] = []
 
     def ack(self) -> None:
@@ -261,3 +262,25 @@ async def test_unsent_messages_are_requeued_before_max_hold() -> None:
     await asyncio.sleep(0.75)  # past max_hold_s - request_timeout_s = 0.4 s (+ sweep period)
     task.cancel()
     assert all(d.fates == ["requeue"] for d in ds)
+
+
+async def test_stale_deliveries_are_never_published_nor_settled() -> None:
+    pub = ScriptedPublisher(*[EventGridError(503, "", "down")] * 3)
+    p, metrics = make(pub)
+    task = asyncio.create_task(p.run())
+    ds = deliveries(10)
+    for d in ds:
+        p.handle(d)
+    await asyncio.sleep(0.02)
+    for d in ds[:6]:
+        d.stale = True  # their channel closed: the broker redelivers them
+    deadline = asyncio.get_running_loop().time() + 5
+    while p.unsettled and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.01)
+    task.cancel()
+    assert p.unsettled == 0
+    assert all(d.fates == [] for d in ds[:6])
+    assert all(d.fates == ["ack"] for d in ds[6:])
+    sent_last = pub.calls[-1][1]
+    assert sent_last == [f"id-{i}" for i in range(6, 10)]
+    assert metrics.stale_dropped._value.get() == 6

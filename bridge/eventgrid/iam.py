@@ -35,6 +35,7 @@ import aiohttp
 import orjson
 import structlog
 from pydantic import SecretStr
+from yarl import URL
 
 from bridge.errors import ErrorKind, EventGridError, TransportError
 
@@ -65,6 +66,10 @@ class IamError(EventGridError):
     def reason(self) -> str:
         """``publish_failures_total`` label: ``auth`` unless IAM itself failed."""
         return "auth" if self.kind is ErrorKind.FATAL else super().reason
+
+    def __str__(self) -> str:
+        code = "" if self.error_code in ("", str(self.status)) else f" {self.error_code}"
+        return f"IAM error {self.status}{code}: {self.error_msg or '-'}"
 
 
 @dataclass(frozen=True)
@@ -246,6 +251,11 @@ class IamTokenAuth:
             self._session = aiohttp.ClientSession(timeout=self._timeout)
         return self._session
 
+    def _where(self) -> str:
+        """``host:port`` of the IAM endpoint (never credentials)."""
+        url = URL(self._url)
+        return f"{url.host}:{url.port}"
+
     async def _fetch(self) -> _Token:
         """One ``POST /v3/auth/tokens`` (eg-api.md §2.1) -> a scheduled :class:`_Token`."""
         sent_at = self._clock()
@@ -256,9 +266,13 @@ class IamTokenAuth:
                 raw, status = await resp.read(), resp.status
                 subject = resp.headers.get("X-Subject-Token", "")
         except TimeoutError:
-            raise TransportError("timeout", "IAM token request: no answer in time") from None
+            raise TransportError(
+                "timeout", f"IAM token request to {self._where()}: no answer in time") from None
         except (aiohttp.ClientError, OSError) as exc:
-            raise TransportError("network", f"IAM token request: {type(exc).__name__}") from None
+            detail = str(exc).split(" ssl:", 1)[0] if isinstance(
+                exc, aiohttp.ClientConnectorError) else type(exc).__name__
+            raise TransportError(
+                "network", f"IAM token request to {self._where()}: {detail}") from None
         if status != 201:
             raise _error_of(status, raw)
         if not subject:

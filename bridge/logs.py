@@ -62,12 +62,26 @@ class Redactor:
 
 
 class _ReconnectNoise(logging.Filter):
-    """aio-pika logs errors of its own close callbacks at ERROR on every lost connection
-    (``Callback ... error``); the bridge reports the loss itself, so these become WARNING."""
+    """The AMQP driver's own lines while a broker is away: aio-pika logs its close-callback
+    errors at ERROR (the bridge reports the loss itself, so they become WARNING), and aiormq /
+    aio-pika repeat one line per reconnect attempt; the same line is let through once a minute.
+    """
+
+    REPEAT_S = 60.0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._last: dict[tuple[str, str], float] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith(("aio_pika", "aiormq")):
+            return True
         if record.name == "aio_pika.tools" and record.levelno == logging.ERROR:
             record.levelno, record.levelname = logging.WARNING, "WARNING"
+        key = (record.name, str(record.msg)[:40])
+        if record.created - self._last.get(key, -self.REPEAT_S) < self.REPEAT_S:
+            return False
+        self._last[key] = record.created
         return True
 
 

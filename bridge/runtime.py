@@ -220,9 +220,11 @@ class Bridge:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         requeued = await self.pipeline.abort()
-        if not drained or requeued:
+        if not drained:
             log.warning("shutdown grace ended, unsent messages requeued", requeued=requeued,
                         shutdown_grace_s=grace)
+        elif requeued:
+            log.info("unsent messages requeued", requeued=requeued)
         await self.consumer.close()
         await self.client.close()
         self.metrics.consumer_connected.set(0)

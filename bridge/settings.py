@@ -119,6 +119,10 @@ class AuthSettings(_Model):
         object.__setattr__(self, "token", _secret_from(self.token, self.token_file, "token"))
         if self.token is not None and not self.token.get_secret_value().strip():
             raise ValueError("token is empty")
+        if self.token is not None and any(
+                ord(c) < 0x20 or ord(c) == 0x7F for c in self.token.get_secret_value()):
+            raise ValueError("token contains a control character (a stray carriage return or "
+                             "newline?); an HTTP header cannot carry it")
         chosen = [k for k in ("token", "iam", "aksk") if getattr(self, k) is not None]
         if self.none:
             chosen.append("none")

@@ -49,7 +49,12 @@ from bridge.consumers.rocketmq_delivery import (
     copy_message,
     dead_letter_properties,
 )
-from bridge.consumers.rocketmq_probe import LIKELY_CAUSES, check_route, topic_exists
+from bridge.consumers.rocketmq_probe import (
+    LIKELY_CAUSES,
+    RouteProblem,
+    check_route,
+    topic_exists,
+)
 from bridge.errors import ConfigError, ConsumerError
 from bridge.events import InboundMessage
 from bridge.settings import ConnectionSettings, SourceDetail, host_port
@@ -69,6 +74,10 @@ SEND_OK = 0
 as failures: the copy may not be durable, so the original is kept."""
 DEAD_LETTER_SEND_TIMEOUT_MS = 3000
 """One attempt of a dead-letter send (the client tries up to three times)."""
+PROBE_PERIOD_S = 5.0
+"""How often :meth:`RocketConsumer.watch` checks that the name server and broker answer."""
+PROBE_TIMEOUT_S = 2.0
+"""Per connection and per answer of one probe request (asyncio streams, on the loop)."""
 _TOPIC_NAME = re.compile(r"[%|a-zA-Z0-9_-]{1,127}")
 """The broker's topic name rule (Java ``TopicValidator``)."""
 
@@ -154,6 +163,8 @@ class RocketConsumer:
         self._native: Any = None
         self._producer: Any = None
         self._started = False
+        self._reachable = True
+        self._problem = ""
         self._stopping = threading.Event()
         self._released = threading.Event()
         self._lock = threading.Lock()
@@ -196,6 +207,7 @@ class RocketConsumer:
             self._note(f"RocketMQ consumer did not start: {text}{hint}")
             raise ConsumerError(f"RocketMQ consumer did not start: {text}{hint}") from None
         self._native = native
+        self._reachable = True
         self._started = True
         log.info("consumer attached", topic=self._topic, group=self._group,
                  namesrv=self._namesrv, tags=self._conn.tags, threads=self._conn.threads,
@@ -370,18 +382,66 @@ class RocketConsumer:
 
     @property
     def attached(self) -> bool:
-        """The native consumer started and is not shut down (design §8: for RocketMQ,
-        readiness means the consumer started; the C API reports no broker connection state)."""
-        return self._started
+        """The native consumer started, is not shut down, and the last reachability probe
+        (every :data:`PROBE_PERIOD_S` in :meth:`watch`) reached the name server and the broker.
 
-    async def watch(self, period_s: float = 1.0) -> None:
-        """Log every change of :attr:`attached` until cancelled (run it as a task)."""
+        The C API reports no connection state, so the probe asks what the start-up check asks
+        (the topic's route, then the group's offset at the master broker) over connections of
+        its own (design §8).
+        """
+        return self._started and self._reachable
+
+    async def probe(self, timeout_s: float = PROBE_TIMEOUT_S) -> str | None:
+        """Ask the name servers for the route and the master broker for the group's offset.
+
+        Returns:
+            None when both answered, else the problem (no credential in it). Never raises.
+        """
+        # check_route bounds every step; this bounds the whole (each name server, the broker).
+        limit = 3 * timeout_s * (self._namesrv.count(";") + 2)
+        try:
+            await asyncio.wait_for(check_route(self._namesrv, self._topic, self._group,
+                                               self._credentials, timeout_s), limit)
+        except RouteProblem as exc:
+            return str(exc).replace(f"; {LIKELY_CAUSES}", "")
+        except TimeoutError:
+            return f"the name server or broker did not answer within {limit:g} s"
+        except Exception as exc:  # a malformed answer: report it, keep watching
+            return f"probe failed: {type(exc).__name__}"
+        return None
+
+    async def watch(self, period_s: float = PROBE_PERIOD_S) -> None:
+        """Probe the name server and broker every ``period_s`` seconds while the consumer runs,
+        and log every change of :attr:`attached`, until cancelled (run it as a task).
+
+        A failed probe (unreachable, or no route, or the broker refused the group): :attr:`attached`
+        turns false, :attr:`last_error` names the name server or broker, one WARNING "consumer
+        detached". Passing again: one INFO "consumer attached again"; readiness follows.
+        """
         was = self.attached
         while True:
             await asyncio.sleep(period_s)
-            if self.attached != was:
-                was = self.attached
-                log.info("consumer attached" if was else "consumer detached", topic=self._topic)
+            if self._started and not self._stopping.is_set():
+                problem = await self.probe()
+                if problem is None:
+                    self._reachable = True
+                elif self._reachable:
+                    self._reachable = False
+                    self._note("RocketMQ consumer detached (name server or broker check failed): "
+                               + problem)
+                    self._problem = problem
+            now = self.attached
+            if now != was:
+                if now:
+                    log.info("consumer attached again", topic=self._topic, group=self._group,
+                             namesrv=self._namesrv)
+                elif self._started:
+                    log.warning("consumer detached: name server or broker check failed",
+                                topic=self._topic, group=self._group,
+                                namesrv=self._namesrv, error=self._problem)
+                else:
+                    log.info("consumer detached", topic=self._topic)
+            was = now
 
     def describe(self) -> Mapping[str, Any]:
         """Status fields: ``type``, ``connected``, ``topic``, ``group``, ``namesrv``."""

@@ -245,17 +245,45 @@ async def test_acl_right_keys_consume_wrong_secret_consumes_nothing_and_names_ca
         assert ACL[1] not in path.read_text(errors="replace")
 
 
-async def test_broker_stopped_10s_consumption_resumes_and_nothing_is_lost(
+async def readyz(bridge: BridgeProcess) -> int:
+    async with aiohttp.ClientSession() as http, http.get(bridge.status_url + "/readyz") as r:
+        return r.status
+
+
+async def test_broker_stopped_readiness_503_then_back_and_nothing_is_lost(
     broker: TestBroker, emulator: Emulator, tmp_path: Path, bridges: list[BridgeProcess],
 ) -> None:
+    """The client reports no connection state: the bridge's own probe (route at the name
+    server, offset at the broker, every 5 s) makes it not ready while the broker is down."""
     await emulator.fault(path="events", latency_ms=100)  # some in flight, some still queued
     bridge = start_bridge(tmp_path, bridges, emulator, broker)
     await bridge.wait_ready()
+    assert await metric(bridge, "eg_bridge_consumer_connected") == 1
     before = await produce(broker, TOPIC, texts(100, "before"), workdir=tmp_path)
     await wait_until(lambda: _at_least(emulator, 10), 30, "the first events")
     await broker.stop()
+    stopped = time.monotonic()
     assert await emulator.total() < 100  # the rest is in the bridge or the stopped broker
-    await asyncio.sleep(10)
+
+    async def not_ready() -> bool:
+        return await readyz(bridge) == 503
+
+    await wait_until(not_ready, 10, "/readyz 503 with the broker stopped")
+    status = await bridge.get_json("/status")
+    assert (status["state"], status["ready"]) == ("ERROR", False)
+    assert status["reason"] == "broker consumer not attached"
+    assert status["consumer"]["connected"] is False
+    error = status["last_error"]
+    assert (error["kind"], error["error_code"]) == ("broker", "")
+    assert "name server or broker" in error["message"]
+    assert broker.address in error["message"]
+    assert await metric(bridge, "eg_bridge_consumer_connected") == 0
+    await asyncio.sleep(max(0.0, 12 - (time.monotonic() - stopped)))  # stays down: one WARNING
+    assert await readyz(bridge) == 503
+    [detached] = events_named(bridge, "consumer detached: name server or broker check failed")
+    assert detached["level"] == "warning"
+    assert broker.address in detached["error"]
+
     await broker.start()
     after = await produce(broker, TOPIC, texts(50, "after"), workdir=tmp_path)
     got: set[str] = set()
@@ -266,7 +294,17 @@ async def test_broker_stopped_10s_consumption_resumes_and_nothing_is_lost(
 
     await wait_until(everything, 60, "every message after the broker restart")
     assert got == set(before + after)
-    assert (await bridge.get_json("/status"))["ready"] is True
+
+    async def ready() -> bool:
+        return await readyz(bridge) == 200
+
+    await wait_until(ready, 10, "/readyz 200 after the broker restart")
+    status = await bridge.get_json("/status")
+    assert (status["state"], status["consumer"]["connected"]) == ("RUNNING", True)
+    assert await metric(bridge, "eg_bridge_consumer_connected") == 1
+    [again] = events_named(bridge, "consumer attached again")
+    assert again["level"] == "info"
+    assert len(events_named(bridge, "consumer detached: name server or broker check failed")) == 1
 
 
 async def test_sigterm_during_flow_exits_0_commits_offsets_and_the_next_run_delivers_the_rest(

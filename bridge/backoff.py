@@ -39,7 +39,8 @@ class Backoff:
         Args:
             retry_after_s: the server's ``Retry-After`` in seconds (None when absent, unparsable
                 or past: then the normal backoff applies); capped by ``max_s``.
-            floor_s: the least delay (e.g. the slow retry of a configuration error).
+            floor_s: the least delay, even above ``max_s`` (the slow retry of a configuration
+                error).
         """
         now = time.monotonic()
         if self.failures == 0 or now >= self._next_at:
@@ -50,7 +51,7 @@ class Backoff:
             delay = self._next_at - now
         if retry_after_s is not None:
             delay = max(delay, min(retry_after_s, self.max_s))
-        delay = max(delay, min(floor_s, self.max_s))
+        delay = max(delay, floor_s)
         self._next_at = max(self._next_at, now + delay)
         return self._next_at - now
 

@@ -68,6 +68,8 @@ class EventGridError(BridgeError):
             else None.
         operation: what was asked, e.g. ``"POST /sources at eg.example.com:443"`` (never
             credentials), so the message says where to look.
+        hint: what an operator should check, appended to the message (``error_msg`` stays
+            EG's own text).
     """
 
     def __init__(
@@ -79,6 +81,7 @@ class EventGridError(BridgeError):
         retry_after_s: float | None = None,
         *,
         operation: str = "",
+        hint: str = "",
     ) -> None:
         self.status = status
         self.error_code = error_code
@@ -89,6 +92,7 @@ class EventGridError(BridgeError):
         super().__init__(
             f"EG error {status} {error_code or '-'}: {error_msg or '-'}"
             + (f" [{operation}]" if operation else "")
+            + (f" ({hint})" if hint else "")
             + (f" (request id {request_id})" if request_id else "")
         )
 

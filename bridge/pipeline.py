@@ -35,6 +35,9 @@ from bridge.metrics import Metrics
 log = structlog.get_logger("bridge.pipeline")
 FATAL_PROBE_FLOOR_S = 5.0
 """Least spacing of probes while publishing fails fatally (configuration errors)."""
+AUTH_PROBE_MAX_S = 300.0
+"""Credentials EG refuses are probed ever more slowly, up to this many seconds: APIG locks an
+AK for 5 minutes after 5 bad signatures (eg-api.md §2.2), which a steady probe would renew."""
 
 
 class Publisher(Protocol):
@@ -102,6 +105,7 @@ class Pipeline:
         self._idle = asyncio.Event()
         self._draining = False
         self.fatal_error: BridgeError | None = None
+        self._fatal_count = 0
         self.last_error: dict[str, Any] | None = None
         self.last_message_at: datetime | None = None
 
@@ -268,7 +272,7 @@ class Pipeline:
             self._dead_letter(item.delivery, "eg_rejected", code, str(exc), item.event_id)
             return
         retry_after = exc.retry_after_s if isinstance(exc, EventGridError) else None
-        floor = FATAL_PROBE_FLOOR_S if kind is ErrorKind.FATAL else 0.0
+        floor = self._fatal_floor(exc) if kind is ErrorKind.FATAL else 0.0
         if not self.backoff.active and kind is ErrorKind.TRANSIENT:
             log.warning("publishing degraded: EG fails transiently, backing off",
                         reason=exc.reason, error_code=code)
@@ -287,11 +291,18 @@ class Pipeline:
                         error=str(exc), events=len(batch), attempt=batch.items[0].attempts,
                         retry_in_s=round(delay, 3))
 
+    def _fatal_floor(self, exc: EventGridError | TransportError) -> float:
+        self._fatal_count += 1
+        if exc.reason in ("auth", "forbidden"):
+            return min(AUTH_PROBE_MAX_S, FATAL_PROBE_FLOOR_S * 2.0 ** (self._fatal_count - 1))
+        return FATAL_PROBE_FLOOR_S
+
     def _recovered(self) -> None:
         if self.backoff.active or self.fatal_error is not None:
             log.info("publishing recovered", after_failures=self.backoff.failures)
         self.backoff.success()
         self.fatal_error = None
+        self._fatal_count = 0
 
     def _note_error(self, kind: str, code: str, message: str) -> None:
         self.last_error = {"at": datetime.now(UTC).isoformat(), "kind": kind,

@@ -106,6 +106,10 @@ class AkSkAuth:
             clock).
     """
 
+    hint_401 = ("check eventgrid.auth.aksk access_key/secret_key and this machine's clock: "
+                "EG rejects a signature dated more than 15 minutes off (eg-api.md §2.2)")
+    """Added to a 401's message: what an operator should check."""
+
     def __init__(
         self,
         access_key: SecretStr,

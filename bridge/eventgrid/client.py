@@ -126,7 +126,13 @@ class EventGridClient:
             auth_headers = await self._auth.headers(method, url, body)
             status, data, resp_headers = await self._send(method, url, path, body, auth_headers)
         if status not in ok_statuses:
-            raise _error_from(status, data, resp_headers, self._operation(method, path))
+            error = _error_from(status, data, resp_headers, self._operation(method, path))
+            hint = getattr(self._auth, "hint_401", "") if status == 401 else ""
+            if hint:
+                error = EventGridError(
+                    error.status, error.error_code, error.error_msg, error.request_id,
+                    error.retry_after_s, operation=error.operation, hint=hint)
+            raise error
         return status, data, resp_headers
 
     def _operation(self, method: str, path: str) -> str:

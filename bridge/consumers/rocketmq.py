@@ -60,8 +60,9 @@ from bridge.events import InboundMessage
 from bridge.settings import ConnectionSettings, SourceDetail, host_port
 
 log = structlog.get_logger("bridge.consumers.rocketmq")
-INSTALL_HINT = ("pip install 'eg-bridge[rocketmq]' && python -m bridge.consumers.rocketmq_install"
-                " (rocketmq-client-python 2.0.0 and its native librocketmq)")
+INSTALL_HINT = ("pip install -e '.[rocketmq]' from the eg-bridge checkout, then "
+                "python -m bridge.consumers.rocketmq_install "
+                "(rocketmq-client-python 2.0.0 and its native librocketmq)")
 SHUTDOWN_RELEASE_S = 0.5
 """Callbacks that arrive after the stop flag are held this long into the native shutdown, so
 the consume pool is stopped before they return: pull batches still queued are not started

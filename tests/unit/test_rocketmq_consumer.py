@@ -89,7 +89,8 @@ def test_a_missing_client_names_the_install_commands(monkeypatch: pytest.MonkeyP
     monkeypatch.setitem(sys.modules, "rocketmq", None)  # import fails as if not installed
     with pytest.raises(ConfigError) as err:
         load_driver()
-    assert "pip install 'eg-bridge[rocketmq]'" in str(err.value)
+    assert "pip install -e '.[rocketmq]'" in str(err.value)
+    assert "python -m bridge.consumers.rocketmq_install" in str(err.value)
     assert "python -m bridge.consumers.rocketmq_install" in str(err.value)
 
 

@@ -17,7 +17,7 @@ import json
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -83,13 +83,6 @@ async def sink() -> AsyncIterator[Sink]:
     finally:
         await runner.cleanup()
 
-
-@pytest.fixture
-def bridges() -> Iterator[list[BridgeProcess]]:
-    started: list[BridgeProcess] = []
-    yield started
-    for b in started:
-        b.kill()
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import json
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -18,8 +18,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bridge.emulator import EmulatorConfig, start_emulator
-from tests.support.bridge import CHANNEL_ID, BridgeProcess, Emulator, bridge_config, status_port
+from tests.support.bridge import BridgeProcess, Emulator, bridge_config, status_port
 from tests.support.rocketmq import DLQ_PREFIX, RETRY_PREFIX, TestBroker, produce, rocketmq_source
 
 pytestmark = pytest.mark.integration
@@ -27,14 +26,6 @@ TOPIC = "orders"
 GROUP = "eg-bridge-orders"
 ACL = ("ak-test-7f3a", "sk-test-secret-91c2")
 
-
-@pytest.fixture
-async def emulator() -> AsyncIterator[Emulator]:
-    server = await start_emulator(EmulatorConfig(port=0, channels={"test": CHANNEL_ID}))
-    try:
-        yield Emulator(server.url)
-    finally:
-        await server.close()
 
 
 @pytest.fixture
@@ -48,13 +39,6 @@ async def broker() -> AsyncIterator[TestBroker]:
     finally:
         await server.close()
 
-
-@pytest.fixture
-def bridges() -> Iterator[list[BridgeProcess]]:
-    started: list[BridgeProcess] = []
-    yield started
-    for b in started:
-        b.kill()
 
 
 def start_bridge(tmp_path: Path, bridges: list[BridgeProcess], emulator: Emulator,
